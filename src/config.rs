@@ -1,0 +1,396 @@
+//! Configuration: built-in defaults < YAML file < `FANOUT_` environment
+//! variables (`__` nests) < command-line flags, layered with figment.
+//!
+//! Unknown keys are errors. [`Config::validate`] checks everything that can be
+//! checked without touching the network, so a bad config exits before any port
+//! is bound; certificates are loaded when the remotes are built, also before
+//! binding.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use serde::{Deserialize, Serialize};
+
+use crate::discovery::Target;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub grpc: GrpcConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub info: InfoConfig,
+    pub fanout: FanoutConfig,
+    pub remotes: Vec<RemoteConfig>,
+}
+
+/// The StoreAPI listener the querier connects to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `host:port` to listen on, plaintext gRPC (h2c).
+    pub listen: String,
+    /// How long in-flight calls may run after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:10901".into(),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP listener for metrics and probes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:10902".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter directive.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Logfmt,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// Background Info polling of every remote endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfoConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for InfoConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How Series streams from remotes are buffered and merged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    /// Frames buffered per remote stream ahead of the merge; bounds memory per call.
+    pub buffer_frames: usize,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self { buffer_frames: 64 }
+    }
+}
+
+/// One remote StoreAPI (usually a sidecar behind an ingress in another cluster).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Unique; names the remote in warnings, logs and metric labels.
+    pub name: String,
+    /// `host:port` addresses; every one is queried.
+    pub targets: Vec<String>,
+    /// Limit for one call to this remote.
+    #[serde(with = "humantime_serde", default = "default_remote_timeout")]
+    pub timeout: Duration,
+    /// Limit for establishing a connection (TCP and TLS handshake).
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// TLS towards the remote; plaintext when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// HTTP/2 `:authority`; defaults to `tls.server_name`, else the target.
+    #[serde(default)]
+    pub authority: Option<String>,
+}
+
+fn default_remote_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Client-side TLS for one remote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM CA bundle; the system roots are not used, so set this unless skipping verification.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain for mutual TLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Name for SNI and certificate verification; defaults to the target's host.
+    pub server_name: Option<String>,
+    /// Turns certificate verification off. Only for tests.
+    pub insecure_skip_verify: bool,
+}
+
+/// A configuration problem, naming the key and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config{}: {key}: {reason}", origin(.file))]
+    Invalid {
+        file: Option<PathBuf>,
+        key: String,
+        reason: String,
+    },
+}
+
+fn origin(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!(" file {}", f.display()))
+        .unwrap_or_default()
+}
+
+/// Command-line values that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub grpc_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads and validates the layered configuration.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // figment treats a missing file as empty; a typo'd path must fail.
+            std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("FANOUT_").split("__"));
+        let flags = [
+            ("grpc.listen", overrides.grpc_listen.clone()),
+            ("http.listen", overrides.http_listen.clone()),
+            ("log.level", overrides.log_level.clone()),
+        ];
+        for (key, value) in flags {
+            if let Some(value) = value {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        if let Some(format) = overrides.log_format {
+            figment = figment.merge(Serialized::default("log.format", format));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: addresses, durations, names, targets, TLS key pairs.
+    pub fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: file.map(Path::to_owned),
+            key,
+            reason,
+        };
+        for (key, addr) in [
+            ("grpc.listen", &self.grpc.listen),
+            ("http.listen", &self.http.listen),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| invalid(key.into(), format!("{addr:?} is not an ip:port ({e})")))?;
+        }
+        for (key, d) in [
+            ("info.interval", self.info.interval),
+            ("info.timeout", self.info.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key.into(), "must be greater than 0".into()));
+            }
+        }
+        if self.fanout.buffer_frames == 0 {
+            return Err(invalid(
+                "fanout.buffer_frames".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, remote) in self.remotes.iter().enumerate() {
+            let key = |field: &str| format!("remotes[{i}] ({}).{field}", remote.name);
+            if remote.name.is_empty() {
+                return Err(invalid(format!("remotes[{i}].name"), "must be set".into()));
+            }
+            if !names.insert(remote.name.as_str()) {
+                return Err(invalid(
+                    format!("remotes[{i}].name"),
+                    format!("duplicate remote name {:?}", remote.name),
+                ));
+            }
+            if remote.targets.is_empty() {
+                return Err(invalid(
+                    key("targets"),
+                    "at least one target is required".into(),
+                ));
+            }
+            for target in &remote.targets {
+                Target::parse(target).map_err(|e| invalid(key("targets"), e.to_string()))?;
+            }
+            if remote.timeout.is_zero() {
+                return Err(invalid(key("timeout"), "must be greater than 0".into()));
+            }
+            if remote.connect_timeout.is_zero() {
+                return Err(invalid(
+                    key("connect_timeout"),
+                    "must be greater than 0".into(),
+                ));
+            }
+            if let Some(authority) = &remote.authority {
+                authority
+                    .parse::<http::uri::Authority>()
+                    .map_err(|e| invalid(key("authority"), format!("{authority:?}: {e}")))?;
+            }
+            if let Some(tls) = &remote.tls {
+                if tls.cert_file.is_some() != tls.key_file.is_some() {
+                    return Err(invalid(
+                        key("tls"),
+                        "cert_file and key_file must be given together".into(),
+                    ));
+                }
+                if tls.ca_file.is_none() && !tls.insecure_skip_verify {
+                    return Err(invalid(
+                        key("tls.ca_file"),
+                        "a CA is required to verify the remote (or set insecure_skip_verify: true)"
+                            .into(),
+                    ));
+                }
+                if let Some(name) = &tls.server_name {
+                    rustls::pki_types::ServerName::try_from(name.as_str())
+                        .map_err(|e| invalid(key("tls.server_name"), format!("{name:?}: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        Config::load(Some(&path), &Overrides::default())
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
+        let config = Config::load(Some(&path), &Overrides::default()).expect("example loads");
+        assert!(!config.remotes.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("grpc:\n  lisen: \"0.0.0.0:1\"\n").expect_err("unknown key");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_remote_is_an_error() {
+        let yaml =
+            "remotes:\n  - {name: a, targets: [\"h:1\"]}\n  - {name: a, targets: [\"h:2\"]}\n";
+        let err = load_str(yaml).expect_err("duplicate");
+        assert!(
+            err.to_string().contains("duplicate remote name \"a\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let err = load_str("info:\n  interval: fast\n").expect_err("bad duration");
+        assert!(err.to_string().contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load(
+            Some(Path::new("/nonexistent/fanout.yaml")),
+            &Overrides::default(),
+        )
+        .expect_err("missing");
+        assert!(
+            err.to_string().contains("/nonexistent/fanout.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "grpc:\n  listen: \"127.0.0.1:1\"\n").expect("write");
+        let overrides = Overrides {
+            grpc_listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&path), &overrides).expect("loads");
+        assert_eq!(config.grpc.listen, "127.0.0.1:2");
+        assert_eq!(config.http.listen, "0.0.0.0:10902");
+    }
+
+    #[test]
+    fn malformed_target_names_the_remote() {
+        let err = load_str("remotes:\n  - {name: east, targets: [\"no-port\"]}\n")
+            .expect_err("bad target");
+        let text = err.to_string();
+        assert!(text.contains("east") && text.contains("no-port"), "{text}");
+    }
+}

@@ -1,0 +1,367 @@
+//! Streaming k-way merge of sorted series streams.
+//!
+//! Each source yields series sorted by label set, with warnings anywhere.
+//! The merge holds one head per source and emits series in label order;
+//! warnings go out as soon as they reach the head of their source. Equal label
+//! sets (replicas, or one series split over frames) are combined into one
+//! series: chunks seen twice (same hash) are dropped and the rest sorted by
+//! time. Memory is one head per source plus the series being combined.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use futures::{Stream, StreamExt};
+use xxhash_rust::xxh64::xxh64;
+
+use crate::labels;
+use crate::proto::thanos::{AggrChunk, Chunk, Series};
+
+/// One item of a per-remote stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Series(Series),
+    /// A non-fatal problem, already naming the remote.
+    Warning(String),
+}
+
+struct Head {
+    series: Series,
+    source: usize,
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        labels::compare(&self.series.labels, &other.series.labels)
+            .then(self.source.cmp(&other.source))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+/// Merges sorted sources into one sorted stream of unique label sets.
+pub struct Merge<S> {
+    sources: Vec<S>,
+    /// Sources whose next series we are waiting for.
+    waiting: Vec<usize>,
+    heap: BinaryHeap<Reverse<Head>>,
+    warnings: VecDeque<String>,
+    run: Option<Run>,
+}
+
+impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
+    pub fn new(sources: Vec<S>) -> Self {
+        let waiting = (0..sources.len()).collect();
+        Self {
+            sources,
+            waiting,
+            heap: BinaryHeap::new(),
+            warnings: VecDeque::new(),
+            run: None,
+        }
+    }
+
+    /// Polls every source that has no head yet. Ready when all of them have a
+    /// head or have ended, or as soon as a warning is queued (so an ABORT is
+    /// not held up by a slow remote).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let source = self.waiting[i];
+            match self.sources[source].poll_next_unpin(cx) {
+                Poll::Ready(Some(Frame::Series(series))) => {
+                    self.heap.push(Reverse(Head { series, source }));
+                    self.waiting.swap_remove(i);
+                }
+                Poll::Ready(Some(Frame::Warning(w))) => self.warnings.push_back(w),
+                Poll::Ready(None) => {
+                    self.waiting.swap_remove(i);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if self.waiting.is_empty() || !self.warnings.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The next warning or merged series; `None` when every source has ended.
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(warning) = self.warnings.pop_front() {
+                return Some(Frame::Warning(warning));
+            }
+            poll_fn(|cx| self.poll_fill(cx)).await;
+            if !self.warnings.is_empty() {
+                continue;
+            }
+            let continues_run = match (&self.run, self.heap.peek()) {
+                (Some(run), Some(Reverse(top))) => {
+                    labels::compare(&top.series.labels, &run.first.labels) == Ordering::Equal
+                }
+                _ => false,
+            };
+            if !continues_run && let Some(run) = self.run.take() {
+                return Some(Frame::Series(run.finish()));
+            }
+            let Some(Reverse(head)) = self.heap.pop() else {
+                return None;
+            };
+            self.waiting.push(head.source);
+            match &mut self.run {
+                Some(run) => run.push(head.series),
+                None => self.run = Some(Run::new(head.series)),
+            }
+        }
+    }
+}
+
+/// Consecutive frames with equal label sets, combined into one series.
+struct Run {
+    first: Series,
+    more: Vec<Series>,
+}
+
+impl Run {
+    fn new(first: Series) -> Self {
+        Self {
+            first,
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, series: Series) {
+        self.more.push(series);
+    }
+
+    fn finish(self) -> Series {
+        let Run { mut first, more } = self;
+        if first.chunks.is_empty() && more.iter().all(|s| s.chunks.is_empty()) {
+            // Labels only (skip_chunks): the first frame says it all.
+            return first;
+        }
+        let mut seen = HashSet::new();
+        let chunks = std::mem::take(&mut first.chunks)
+            .into_iter()
+            .chain(more.into_iter().flat_map(|s| s.chunks))
+            .filter(|c| is_new(c, &mut seen));
+        first.chunks = chunks.collect();
+        first.chunks.sort_by(compare_chunks);
+        first
+    }
+}
+
+fn chunk_hash(chunk: &Chunk) -> u64 {
+    if chunk.hash != 0 {
+        chunk.hash
+    } else {
+        xxh64(&chunk.data, 0)
+    }
+}
+
+/// Keeps an aggregate chunk if any of its parts has not been seen yet
+/// (checked in the order raw, count, max, min, sum, counter).
+fn is_new(chunk: &AggrChunk, seen: &mut HashSet<u64>) -> bool {
+    [
+        &chunk.raw,
+        &chunk.count,
+        &chunk.max,
+        &chunk.min,
+        &chunk.sum,
+        &chunk.counter,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|part| seen.insert(chunk_hash(part)))
+}
+
+fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
+    let part = |x: &Option<Chunk>, y: &Option<Chunk>| match (x, y) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => x.r#type.cmp(&y.r#type).then_with(|| x.data.cmp(&y.data)),
+    };
+    a.min_time
+        .cmp(&b.min_time)
+        .then(a.max_time.cmp(&b.max_time))
+        .then_with(|| part(&a.raw, &b.raw))
+        .then_with(|| part(&a.count, &b.count))
+        .then_with(|| part(&a.sum, &b.sum))
+        .then_with(|| part(&a.min, &b.min))
+        .then_with(|| part(&a.max, &b.max))
+        .then_with(|| part(&a.counter, &b.counter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::from_pairs;
+    use futures::stream;
+    use proptest::prelude::*;
+
+    fn chunk(min: i64, data: &[u8]) -> AggrChunk {
+        AggrChunk {
+            min_time: min,
+            max_time: min + 10,
+            raw: Some(Chunk {
+                r#type: 0,
+                data: data.to_vec(),
+                hash: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn series(name: &str, chunks: Vec<AggrChunk>) -> Series {
+        Series {
+            labels: from_pairs([("__name__", name)]),
+            chunks,
+        }
+    }
+
+    fn merge_all(sources: Vec<Vec<Frame>>) -> Vec<Frame> {
+        let sources = sources.into_iter().map(stream::iter).collect();
+        let mut merge = Merge::new(sources);
+        futures::executor::block_on(async {
+            let mut out = Vec::new();
+            while let Some(frame) = merge.next().await {
+                out.push(frame);
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn merges_identical_series_and_drops_duplicate_chunks() {
+        let a = vec![Frame::Series(series(
+            "m",
+            vec![chunk(0, b"x"), chunk(20, b"y")],
+        ))];
+        let b = vec![Frame::Series(series(
+            "m",
+            vec![chunk(20, b"y"), chunk(40, b"z")],
+        ))];
+        let out = merge_all(vec![a, b]);
+        assert_eq!(out.len(), 1);
+        let Frame::Series(s) = &out[0] else {
+            panic!("expected a series")
+        };
+        let mins: Vec<i64> = s.chunks.iter().map(|c| c.min_time).collect();
+        assert_eq!(mins, vec![0, 20, 40]);
+    }
+
+    #[test]
+    fn warnings_come_first_and_series_are_sorted() {
+        let a = vec![
+            Frame::Series(series("b", vec![chunk(0, b"1")])),
+            Frame::Warning("remote x: boom".into()),
+        ];
+        let b = vec![
+            Frame::Warning("remote y: slow".into()),
+            Frame::Series(series("a", vec![chunk(0, b"2")])),
+            Frame::Series(series("c", vec![chunk(0, b"3")])),
+        ];
+        let out = merge_all(vec![a, b]);
+        let names: Vec<String> = out
+            .iter()
+            .map(|f| match f {
+                Frame::Series(s) => s.labels[0].value.clone(),
+                Frame::Warning(w) => w.clone(),
+            })
+            .collect();
+        // A warning is emitted as soon as it reaches the head of its source.
+        assert_eq!(names[0], "remote y: slow");
+        assert!(names.contains(&"remote x: boom".to_string()));
+        let series: Vec<&String> = names.iter().filter(|n| n.len() == 1).collect();
+        assert_eq!(series, ["a", "b", "c"]);
+    }
+
+    fn arb_source() -> impl Strategy<Value = Vec<Series>> {
+        // Few names and chunk contents, so collisions (merges, duplicate chunks) are common.
+        prop::collection::vec(
+            (0u8..12, prop::collection::vec((0i64..6, 0u8..4), 0..4)),
+            0..20,
+        )
+        .prop_map(|items| {
+            let mut out: Vec<Series> = items
+                .into_iter()
+                .map(|(n, chunks)| Series {
+                    labels: from_pairs([("__name__", "m"), ("i", &format!("{n:02}"))]),
+                    chunks: chunks
+                        .into_iter()
+                        .map(|(t, d)| chunk(t * 10, &[d, t as u8]))
+                        .collect(),
+                })
+                .collect();
+            out.sort_by(|a, b| labels::compare(&a.labels, &b.labels));
+            out
+        })
+    }
+
+    fn series_only(frames: Vec<Frame>) -> Vec<Series> {
+        frames
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Series(s) => Some(s),
+                Frame::Warning(_) => None,
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn merge_output_is_sorted_complete_and_idempotent(
+            sources in prop::collection::vec(arb_source(), 0..5)
+        ) {
+            let frames = sources
+                .iter()
+                .map(|s| s.iter().cloned().map(Frame::Series).collect())
+                .collect();
+            let merged = series_only(merge_all(frames));
+
+            // Strictly increasing label sets: sorted and no label set twice.
+            for w in merged.windows(2) {
+                prop_assert_eq!(labels::compare(&w[0].labels, &w[1].labels), Ordering::Less);
+            }
+            // Nothing lost: every input label set and every distinct chunk is there.
+            let input: Vec<&Series> = sources.iter().flatten().collect();
+            for s in &input {
+                let out = merged
+                    .iter()
+                    .find(|m| m.labels == s.labels)
+                    .expect("label set present in output");
+                for c in &s.chunks {
+                    prop_assert!(out.chunks.contains(c), "chunk lost");
+                }
+            }
+            for m in &merged {
+                prop_assert!(input.iter().any(|s| s.labels == m.labels), "invented series");
+                let hashes: HashSet<u64> =
+                    m.chunks.iter().filter_map(|c| c.raw.as_ref()).map(chunk_hash).collect();
+                prop_assert_eq!(hashes.len(), m.chunks.len(), "duplicate chunk kept");
+            }
+            // Idempotent: merging the output with itself changes nothing.
+            let again = series_only(merge_all(vec![
+                merged.iter().cloned().map(Frame::Series).collect(),
+                merged.iter().cloned().map(Frame::Series).collect(),
+            ]));
+            prop_assert_eq!(again, merged);
+        }
+    }
+}

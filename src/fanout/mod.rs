@@ -1,0 +1,135 @@
+//! Answering StoreAPI calls from many remotes: choose the endpoints a request
+//! can concern, call them in parallel with bounded time and buffers, merge
+//! their answers, and apply the partial-response strategy.
+//!
+//! Data flows one way: request -> [`Fanout::plan`] -> per-endpoint calls ->
+//! merge -> response. A remote's failure is a value (a warning naming the
+//! remote, or an abort), never a panic.
+
+mod labels;
+pub mod merge;
+mod series;
+pub mod shard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use series::SeriesStream;
+
+use crate::labels::{Matcher, label_sets_match};
+use crate::proto::thanos::PartialResponseStrategy;
+use crate::upstream::{Endpoint, RemoteInfo, Upstreams};
+
+/// A request that cannot be answered as asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FanoutError {
+    /// The request itself is wrong (bad matcher, missing label name).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A remote failed and the request asked for ABORT.
+    #[error("{0}")]
+    Aborted(String),
+}
+
+/// What the caller sent besides the request message.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// `thanos-tenant`, forwarded to every remote.
+    pub tenant: Option<String>,
+    /// `request-id`, forwarded for correlation.
+    pub request_id: Option<String>,
+    /// The caller's deadline (from `grpc-timeout`).
+    pub deadline: Option<Instant>,
+}
+
+impl RequestContext {
+    /// The deadline for a call to `endpoint`: the earlier of the caller's and
+    /// the remote's own timeout.
+    fn deadline_for(&self, endpoint: &Endpoint) -> Instant {
+        let own = Instant::now() + endpoint.timeout;
+        self.deadline.map_or(own, |caller| caller.min(own))
+    }
+
+    /// Wraps a message for a remote, carrying tenant, request id and deadline.
+    fn outgoing<T>(&self, message: T, deadline: Instant) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let metadata = request.metadata_mut();
+        for (key, value) in [
+            ("thanos-tenant", &self.tenant),
+            ("request-id", &self.request_id),
+        ] {
+            if let Some(value) = value.as_deref().and_then(|v| v.parse().ok()) {
+                metadata.insert(key, value);
+            }
+        }
+        request
+    }
+}
+
+/// Whether failures become warnings or fail the call.
+fn aborts(strategy: i32, disabled: bool) -> bool {
+    disabled || strategy == PartialResponseStrategy::Abort as i32
+}
+
+/// An endpoint chosen for a request, with the Info it was chosen by.
+#[derive(Debug, Clone)]
+struct Selected {
+    endpoint: Arc<Endpoint>,
+    info: Arc<RemoteInfo>,
+}
+
+impl Selected {
+    /// How warnings and errors name this endpoint.
+    fn name(&self) -> String {
+        format!(
+            "remote {} ({})",
+            self.endpoint.remote, self.endpoint.address
+        )
+    }
+}
+
+/// The fan-out engine shared by all StoreAPI handlers.
+#[derive(Debug)]
+pub struct Fanout {
+    upstreams: Arc<Upstreams>,
+    buffer_frames: usize,
+}
+
+impl Fanout {
+    pub fn new(upstreams: Arc<Upstreams>, buffer_frames: usize) -> Self {
+        Self {
+            upstreams,
+            buffer_frames,
+        }
+    }
+
+    /// Chooses endpoints like the querier chooses stores: healthy (last Info
+    /// succeeded), overlapping in time, and with a compatible external label set.
+    fn plan(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Vec<Selected> {
+        let selected: Vec<Selected> = self
+            .upstreams
+            .endpoints()
+            .filter_map(|endpoint| {
+                let info = endpoint.queryable()?;
+                let overlaps = min_time <= info.max_time && max_time >= info.min_time;
+                (overlaps && label_sets_match(matchers, &info.label_sets)).then(|| Selected {
+                    endpoint: endpoint.clone(),
+                    info,
+                })
+            })
+            .collect();
+        tracing::debug!(
+            endpoints = ?selected.iter().map(Selected::name).collect::<Vec<_>>(),
+            "planned"
+        );
+        selected
+    }
+}
+
+/// Time left until `deadline`, for messages.
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

@@ -1,0 +1,372 @@
+//! The Series call: one task per selected endpoint pumps its stream into a
+//! bounded channel; a merge (or, for a single endpoint that needs no local
+//! work, a plain relay) feeds the output, which applies `limit`, batching and
+//! the partial-response strategy. Dropping the output (the querier went away,
+//! or an ABORT) aborts every endpoint task, which cancels its remote call.
+
+use std::cmp::Ordering;
+use std::pin::Pin;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use super::merge::{Frame, Merge};
+use super::shard::ShardMatcher;
+use super::{Fanout, FanoutError, RequestContext, Selected, aborts, secs};
+use crate::labels;
+use crate::metrics::{Method, Outcome};
+use crate::proto::thanos::{Series, SeriesBatch, SeriesRequest, SeriesResponse, series_response};
+use crate::upstream::describe_status;
+
+/// The merged answer, as tonic wants it.
+pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, FanoutError>> + Send>>;
+
+/// What we must do locally for an endpoint that cannot do it itself.
+#[derive(Debug, Clone, Default)]
+struct LocalWork {
+    /// Replica labels to strip (the endpoint does not honour `without_replica_labels`);
+    /// the stream must then be buffered and re-sorted.
+    strip: Vec<String>,
+    /// Shard filter (the endpoint does not honour `shard_info`).
+    shard: Option<ShardMatcher>,
+}
+
+impl LocalWork {
+    fn for_endpoint(req: &SeriesRequest, selected: &Selected) -> Self {
+        let info = &selected.info;
+        Self {
+            strip: if info.supports_without_replica_labels {
+                Vec::new()
+            } else {
+                req.without_replica_labels.clone()
+            },
+            shard: if info.supports_sharding {
+                None
+            } else {
+                ShardMatcher::new(req.shard_info.as_ref())
+            },
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.strip.is_empty() && self.shard.is_none()
+    }
+}
+
+impl Fanout {
+    /// Starts a Series call; errors here are about the request itself.
+    pub fn series(
+        &self,
+        req: SeriesRequest,
+        ctx: RequestContext,
+    ) -> Result<SeriesStream, FanoutError> {
+        let matchers = labels::compile_all(&req.matchers)
+            .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
+        let selected = self.plan(&matchers, req.min_time, req.max_time);
+        let output = Output {
+            limit: req.limit.max(0) as u64,
+            batch_size: req.response_batch_size.max(1) as usize,
+            abort: aborts(req.partial_response_strategy, req.partial_response_disabled),
+            sent: 0,
+            pending: Vec::new(),
+            queued: None,
+            done: false,
+            source: Source::Empty,
+            _tasks: JoinSet::new(),
+        };
+        if selected.is_empty() {
+            return Ok(output.into_stream());
+        }
+
+        // Forwarded as the querier's proxy does: everything but the opaque
+        // store-specific hints and the deprecated step/range.
+        let forward = SeriesRequest {
+            hints: None,
+            step: 0,
+            range: 0,
+            ..req
+        };
+        let relay = selected.len() == 1;
+        let mut tasks = JoinSet::new();
+        let mut receivers = Vec::with_capacity(selected.len());
+        for endpoint in selected {
+            let (tx, rx) = mpsc::channel(self.buffer_frames);
+            let work = LocalWork::for_endpoint(&forward, &endpoint);
+            let relay = relay && work.is_none();
+            let span = tracing::info_span!("remote_series", remote = %endpoint.endpoint.remote, endpoint = %endpoint.endpoint.address);
+            let deadline = ctx.deadline_for(&endpoint.endpoint);
+            let pump = Pump {
+                request: ctx.outgoing(forward.clone(), deadline),
+                deadline,
+                skip_chunks: forward.skip_chunks,
+                selected: endpoint,
+                work,
+                tx,
+            };
+            tasks.spawn(pump.run().instrument(span));
+            receivers.push((rx, relay));
+        }
+        let source = match receivers.pop() {
+            Some((rx, true)) => Source::Relay(rx),
+            Some(last) => {
+                receivers.push(last);
+                Source::Merge(Merge::new(
+                    receivers
+                        .into_iter()
+                        .map(|(rx, _)| ReceiverStream::new(rx))
+                        .collect(),
+                ))
+            }
+            None => Source::Empty,
+        };
+        Ok(Output {
+            source,
+            _tasks: tasks,
+            ..output
+        }
+        .into_stream())
+    }
+}
+
+/// Reads one endpoint's stream into the merge's channel.
+struct Pump {
+    selected: Selected,
+    deadline: Instant,
+    request: tonic::Request<SeriesRequest>,
+    skip_chunks: bool,
+    work: LocalWork,
+    tx: mpsc::Sender<Frame>,
+}
+
+/// Why a pump stopped early.
+enum Stop {
+    /// The merge is gone (querier cancelled, or another remote aborted the call).
+    Cancelled,
+    Failed(String),
+}
+
+impl Pump {
+    async fn run(mut self) {
+        let started = Instant::now();
+        let timeout = self.deadline.saturating_duration_since(started);
+        let name = self.selected.name();
+        let metrics = self.selected.endpoint.metrics.clone();
+        let result = tokio::time::timeout_at(self.deadline, self.stream()).await;
+        let outcome = match result {
+            Ok(Ok(())) => Outcome::Success,
+            Ok(Err(Stop::Cancelled)) => Outcome::Cancelled,
+            Ok(Err(Stop::Failed(error))) => {
+                tracing::warn!(%error, "remote series call failed");
+                let _ = self
+                    .tx
+                    .send(Frame::Warning(format!("{name}: {error}")))
+                    .await;
+                Outcome::Error
+            }
+            Err(_) => {
+                let error = format!("no complete answer within {}", secs(timeout));
+                tracing::warn!(%error, "remote series call timed out");
+                let _ = self
+                    .tx
+                    .send(Frame::Warning(format!("{name}: {error}")))
+                    .await;
+                Outcome::Timeout
+            }
+        };
+        metrics.call(Method::Series, outcome);
+        tracing::debug!(?outcome, elapsed = ?started.elapsed(), "remote series call finished");
+    }
+
+    async fn stream(&mut self) -> Result<(), Stop> {
+        let request = std::mem::replace(
+            &mut self.request,
+            tonic::Request::new(SeriesRequest::default()),
+        );
+        let mut client = self.selected.endpoint.store();
+        let mut stream = client
+            .series(request)
+            .await
+            .map_err(|s| Stop::Failed(describe_status(&s)))?
+            .into_inner();
+        let mut previous: Option<Vec<crate::proto::thanos::Label>> = None;
+        // Only used when the stream must be re-sorted after stripping labels.
+        let mut buffered: Vec<Series> = Vec::new();
+        let eager = !self.work.strip.is_empty();
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message.map_err(|s| Stop::Failed(describe_status(&s)))?,
+                // Notice a vanished merge even while the remote is silent.
+                _ = self.tx.closed() => return Err(Stop::Cancelled),
+            };
+            let Some(response) = message else { break };
+            let series = match response.result {
+                Some(series_response::Result::Series(series)) => vec![series],
+                Some(series_response::Result::Batch(batch)) => batch.series,
+                Some(series_response::Result::Warning(warning)) => {
+                    self.send(Frame::Warning(format!(
+                        "{}: {warning}",
+                        self.selected.name()
+                    )))
+                    .await?;
+                    continue;
+                }
+                // Store-specific hints mean nothing to the querier behind us.
+                Some(series_response::Result::Hints(_)) | None => continue,
+            };
+            for mut series in series {
+                labels::normalize(&mut series.labels).map_err(Stop::Failed)?;
+                if series.chunks.is_empty() && !self.skip_chunks {
+                    // A series without chunks breaks the querier's iterator.
+                    continue;
+                }
+                self.selected.endpoint.metrics.series_received.inc();
+                if eager {
+                    labels::strip(&mut series.labels, &self.work.strip);
+                    if self
+                        .work
+                        .shard
+                        .as_ref()
+                        .is_none_or(|s| s.matches(&series.labels))
+                    {
+                        buffered.push(series);
+                    }
+                    continue;
+                }
+                if let Some(prev) = &previous
+                    && labels::compare(&series.labels, prev) == Ordering::Less
+                {
+                    return Err(Stop::Failed(format!(
+                        "sent series out of order: {} after {}; the rest of its answer is dropped",
+                        labels::Display(&series.labels),
+                        labels::Display(prev)
+                    )));
+                }
+                previous = Some(series.labels.clone());
+                if self
+                    .work
+                    .shard
+                    .as_ref()
+                    .is_none_or(|s| s.matches(&series.labels))
+                {
+                    self.send(Frame::Series(series)).await?;
+                }
+            }
+        }
+        if eager {
+            buffered.sort_by(|a, b| labels::compare(&a.labels, &b.labels));
+            for series in buffered {
+                self.send(Frame::Series(series)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), Stop> {
+        self.tx.send(frame).await.map_err(|_| Stop::Cancelled)
+    }
+}
+
+enum Source {
+    Empty,
+    Relay(mpsc::Receiver<Frame>),
+    Merge(Merge<ReceiverStream<Frame>>),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<Frame> {
+        match self {
+            Source::Empty => None,
+            Source::Relay(rx) => rx.recv().await,
+            Source::Merge(merge) => merge.next().await,
+        }
+    }
+}
+
+/// Turns frames into responses: limit, batching, partial-response strategy.
+struct Output {
+    source: Source,
+    limit: u64,
+    batch_size: usize,
+    abort: bool,
+    sent: u64,
+    pending: Vec<Series>,
+    /// A warning waiting for the pending batch to go out first.
+    queued: Option<String>,
+    done: bool,
+    /// Owning the endpoint tasks: dropping the output aborts them.
+    _tasks: JoinSet<()>,
+}
+
+impl Output {
+    fn into_stream(self) -> SeriesStream {
+        Box::pin(futures::stream::unfold(self, |mut out| async move {
+            out.next().await.map(|item| (item, out))
+        }))
+    }
+
+    fn flush(&mut self) -> Option<SeriesResponse> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let series = std::mem::take(&mut self.pending);
+        Some(SeriesResponse {
+            result: Some(series_response::Result::Batch(SeriesBatch { series })),
+        })
+    }
+
+    async fn next(&mut self) -> Option<Result<SeriesResponse, FanoutError>> {
+        if let Some(warning) = self.queued.take() {
+            return Some(Ok(warning_frame(warning)));
+        }
+        while !self.done {
+            let frame = if self.limit > 0 && self.sent >= self.limit {
+                // Enough series: stop reading, which cancels the remotes.
+                None
+            } else {
+                self.source.next().await
+            };
+            match frame {
+                None => {
+                    self.done = true;
+                    self.source = Source::Empty;
+                    self._tasks.abort_all();
+                }
+                Some(Frame::Warning(warning)) if self.abort => {
+                    self.done = true;
+                    self._tasks.abort_all();
+                    return Some(Err(FanoutError::Aborted(warning)));
+                }
+                Some(Frame::Warning(warning)) => {
+                    if let Some(batch) = self.flush() {
+                        self.queued = Some(warning);
+                        return Some(Ok(batch));
+                    }
+                    return Some(Ok(warning_frame(warning)));
+                }
+                Some(Frame::Series(series)) => {
+                    self.sent += 1;
+                    if self.batch_size <= 1 {
+                        return Some(Ok(SeriesResponse {
+                            result: Some(series_response::Result::Series(series)),
+                        }));
+                    }
+                    self.pending.push(series);
+                    if self.pending.len() >= self.batch_size {
+                        return self.flush().map(Ok);
+                    }
+                }
+            }
+        }
+        self.flush().map(Ok)
+    }
+}
+
+fn warning_frame(warning: String) -> SeriesResponse {
+    SeriesResponse {
+        result: Some(series_response::Result::Warning(warning)),
+    }
+}

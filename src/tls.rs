@@ -1,0 +1,450 @@
+//! TLS with rustls: PEM loading, client configs for remotes, server configs
+//! (used by the demo's remotes and by tests), a TLS accept loop for tonic,
+//! and turning handshake failures into sentences an operator can act on.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::task::{Context, Poll};
+
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::TlsConfig;
+
+/// gRPC peers (grpc-go in particular) refuse TLS without ALPN `h2`.
+const ALPN_H2: &[u8] = b"h2";
+
+/// A certificate or key file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error("{what}: {source}")]
+    Rustls {
+        what: &'static str,
+        source: rustls::Error,
+    },
+    #[error("client certificate verifier: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// Installs ring as the process-wide rustls provider; idempotent.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses every certificate in a PEM file; none is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_certs(&read(path)?).map_err(|reason| TlsError::Pem {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block found".into());
+    }
+    Ok(certs)
+}
+
+/// Parses the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    parse_key(&read(path)?).map_err(|reason| TlsError::Pem {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| format!("invalid PEM: {e}"))?
+        .ok_or_else(|| "no PRIVATE KEY block found".into())
+}
+
+fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|source| TlsError::Rustls {
+            what: "CA certificate",
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Client TLS for one remote, with the name it verifies and sends as SNI.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
+    identity: Option<Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Loads the CA, client certificate and key named in `tls`.
+    pub fn from_config(tls: &TlsConfig) -> Result<Self, TlsError> {
+        install_crypto_provider();
+        let builder = ClientConfig::builder_with_protocol_versions(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ]);
+        let builder = if tls.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification::new()))
+        } else {
+            let ca = tls.ca_file.as_deref().ok_or_else(|| TlsError::Pem {
+                path: PathBuf::from("tls.ca_file"),
+                reason: "not set".into(),
+            })?;
+            let roots = root_store(load_certs(ca)?)?;
+            builder.with_root_certificates(roots)
+        };
+        let identity = match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = load_certs(cert)?;
+                let key = load_key(key)?;
+                let provider = rustls::crypto::ring::default_provider();
+                let certified =
+                    CertifiedKey::from_der(chain, key, &provider).map_err(|source| {
+                        TlsError::Rustls {
+                            what: "client certificate and key do not match",
+                            source,
+                        }
+                    })?;
+                Some(Arc::new(certified))
+            }
+            _ => None,
+        };
+        let mut config = builder.with_no_client_auth();
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+            identity,
+        })
+    }
+
+    /// Runs the TLS handshake over `tcp`, verifying the peer as `server_name`.
+    pub async fn connect(
+        &self,
+        server_name: ServerName<'static>,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeError> {
+        // One resolver per connection, so we learn whether this server asked
+        // for a client certificate: with TLS 1.3 the server only rejects a
+        // missing one after our side of the handshake is complete.
+        let resolver = Arc::new(ClientIdentity {
+            key: self.identity.clone(),
+            requested: AtomicBool::new(false),
+        });
+        let mut config = (*self.config).clone();
+        config.client_auth_cert_resolver = resolver.clone();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(HandshakeError::from_io)?;
+        if resolver.requested.load(Ordering::Relaxed) && self.identity.is_none() {
+            return Err(HandshakeError::ClientCertificateRequired);
+        }
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+            return Err(HandshakeError::NoAlpn);
+        }
+        Ok(stream)
+    }
+}
+
+/// Why a TLS handshake failed, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error(
+        "the remote requires a client certificate, but none is configured (set tls.cert_file and tls.key_file)"
+    )]
+    ClientCertificateRequired,
+    #[error("the remote did not negotiate HTTP/2 (ALPN h2); is it a gRPC server?")]
+    NoAlpn,
+    #[error("{}", explain_rustls(.0))]
+    Tls(rustls::Error),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl HandshakeError {
+    fn from_io(err: io::Error) -> Self {
+        match err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => Self::Tls(tls.clone()),
+            None => Self::Io(err),
+        }
+    }
+}
+
+/// Adds the likely cause to rustls errors that operators meet in the field.
+pub fn explain_rustls(err: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let hint = match err {
+        E::InvalidCertificate(C::UnknownIssuer) => {
+            "certificate signed by an unknown authority (check tls.ca_file)"
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "certificate is not valid for the name we verify (check tls.server_name)"
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "certificate has expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "certificate is not valid yet (clock skew?)"
+        }
+        E::AlertReceived(A::CertificateRequired) => {
+            "the remote requires a client certificate (set tls.cert_file and tls.key_file)"
+        }
+        E::AlertReceived(A::UnknownCA | A::BadCertificate) => {
+            "the remote rejected our client certificate (is it signed by a CA the remote trusts?)"
+        }
+        E::AlertReceived(A::NoApplicationProtocol) => "the remote does not offer HTTP/2 (ALPN h2)",
+        E::AlertReceived(A::ProtocolVersion) => "no TLS version in common (we offer 1.2 and 1.3)",
+        _ => return err.to_string(),
+    };
+    format!("{hint}: {err}")
+}
+
+/// Describes an error with its whole source chain, explaining TLS alerts
+/// that only surface after the handshake (a rejected client certificate).
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = match e.downcast_ref::<rustls::Error>() {
+            Some(tls) => explain_rustls(tls),
+            None => e.to_string(),
+        };
+        // Wrappers often repeat their source's text; keep each sentence once.
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Hands our certificate (if any) to the server and remembers that it asked.
+#[derive(Debug)]
+struct ClientIdentity {
+    key: Option<Arc<CertifiedKey>>,
+    requested: AtomicBool,
+}
+
+impl ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.requested.store(true, Ordering::Relaxed);
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+/// Accepts any server certificate; only with `insecure_skip_verify: true`.
+/// Handshake signatures are still checked, so the session keys are sound.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl NoVerification {
+    fn new() -> Self {
+        Self(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A gRPC server TLS config from PEM text, requiring client certificates
+/// signed by `client_ca_pem` when given.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    install_crypto_provider();
+    let pem_err = |reason| TlsError::Pem {
+        path: PathBuf::from("<inline PEM>"),
+        reason,
+    };
+    let chain = parse_certs(cert_pem.as_bytes()).map_err(pem_err)?;
+    let key = parse_key(key_pem.as_bytes()).map_err(pem_err)?;
+    let builder = ServerConfig::builder();
+    let builder = match client_ca_pem {
+        Some(ca) => {
+            let roots = root_store(parse_certs(ca.as_bytes()).map_err(pem_err)?)?;
+            builder
+                .with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Rustls {
+            what: "server certificate",
+            source,
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A server-side TLS connection that tonic can serve.
+pub struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, so a
+/// slow or failing client never holds up the others. Failed handshakes are
+/// logged and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> impl Stream<Item = Result<TlsConn, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => {
+                        let _ = tx.send(Ok(TlsConn(tls))).await;
+                    }
+                    Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}

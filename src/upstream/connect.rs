@@ -1,0 +1,155 @@
+//! Dialling one endpoint: TCP to the address, then (for TLS remotes) a rustls
+//! handshake that verifies and sends SNI for the configured name, which may
+//! differ from the address dialled.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::discovery::Target;
+use crate::tls::{ClientTls, HandshakeError};
+
+/// Why a connection to an endpoint could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {address}: {source}")]
+    Tcp { address: String, source: io::Error },
+    #[error("connect to {address}: timed out after {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("TLS handshake with {address} (verifying as {server_name}): {source}")]
+    Handshake {
+        address: String,
+        server_name: String,
+        source: HandshakeError,
+    },
+}
+
+/// A tower service tonic calls whenever it needs a (new) connection.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    target: Target,
+    tls: Option<(ClientTls, ServerName<'static>)>,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(
+        target: Target,
+        tls: Option<(ClientTls, ServerName<'static>)>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            target,
+            tls,
+            timeout,
+        }
+    }
+
+    async fn connect(self) -> Result<TokioIo<Conn>, ConnectError> {
+        let address = self.target.to_string();
+        let tcp = tokio::time::timeout(
+            self.timeout,
+            TcpStream::connect((self.target.host.as_str(), self.target.port)),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            address: address.clone(),
+            timeout: self.timeout,
+        })?
+        .map_err(|source| ConnectError::Tcp {
+            address: address.clone(),
+            source,
+        })?;
+        // gRPC frames are small and latency matters more than packet count.
+        let _ = tcp.set_nodelay(true);
+        let Some((tls, server_name)) = self.tls else {
+            return Ok(TokioIo::new(Conn::Plain(tcp)));
+        };
+        let handshake = tls.connect(server_name.clone(), tcp);
+        let stream = match tokio::time::timeout(self.timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(ConnectError::Handshake {
+                    address,
+                    server_name: server_name.to_str().into_owned(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    address,
+                    timeout: self.timeout,
+                });
+            }
+        };
+        Ok(TokioIo::new(Conn::Tls(Box::new(stream))))
+    }
+}
+
+impl tower::Service<http::Uri> for Connector {
+    type Response = TokioIo<Conn>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    // The URI only carries the `:authority` for requests; we dial our target.
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        Box::pin(self.clone().connect())
+    }
+}
+
+/// A plaintext or TLS connection.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

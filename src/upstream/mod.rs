@@ -1,0 +1,328 @@
+//! Remotes and their endpoints: one gRPC channel per endpoint (TLS identity,
+//! SNI name and `:authority` from the remote's config), its cached Info, and
+//! whether it is healthy enough to be queried.
+
+mod connect;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
+
+pub use connect::ConnectError;
+use connect::Connector;
+
+use crate::config::RemoteConfig;
+use crate::discovery::Target;
+use crate::labels;
+use crate::metrics::{EndpointMetrics, RemoteFamilies};
+use crate::proto::thanos::Label;
+use crate::proto::thanos::info::info_client::InfoClient;
+use crate::proto::thanos::info::{InfoRequest, InfoResponse, TsdbInfo};
+use crate::proto::thanos::store_client::StoreClient;
+use crate::tls::{self, ClientTls, TlsError};
+
+/// Thanos peers allow messages up to 2 GiB; tonic's default of 4 MiB breaks
+/// on real Series frames.
+pub const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
+
+/// A remote that could not be set up from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("remote {remote}: TLS: {source}")]
+    Tls { remote: String, source: TlsError },
+    #[error("remote {remote}: target {target}: {reason}")]
+    Target {
+        remote: String,
+        target: String,
+        reason: String,
+    },
+}
+
+/// What an endpoint said about itself in its last successful Info answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteInfo {
+    /// External label sets, each sorted; empty sets dropped as the querier does.
+    pub label_sets: Vec<Vec<Label>>,
+    pub min_time: i64,
+    pub max_time: i64,
+    pub supports_sharding: bool,
+    pub supports_without_replica_labels: bool,
+    pub tsdb_infos: Vec<TsdbInfo>,
+    pub component: String,
+}
+
+impl RemoteInfo {
+    fn from_response(resp: InfoResponse) -> Result<Self, String> {
+        let store = resp
+            .store
+            .ok_or("the endpoint offers no StoreAPI (Info has no store field)")?;
+        let mut label_sets = Vec::with_capacity(resp.label_sets.len());
+        for set in resp.label_sets {
+            let mut set = set.labels;
+            labels::normalize(&mut set).map_err(|e| format!("external labels: {e}"))?;
+            if !set.is_empty() {
+                label_sets.push(set);
+            }
+        }
+        Ok(Self {
+            label_sets,
+            min_time: store.min_time,
+            max_time: store.max_time,
+            supports_sharding: store.supports_sharding,
+            supports_without_replica_labels: store.supports_without_replica_labels,
+            tsdb_infos: store.tsdb_infos,
+            component: resp.component_type,
+        })
+    }
+}
+
+/// The cached view of one endpoint, replaced as a whole after each Info poll.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointState {
+    /// Last successful Info, kept through failures for the status page.
+    pub info: Option<Arc<RemoteInfo>>,
+    /// Whether the last Info call succeeded; only healthy endpoints are queried.
+    pub healthy: bool,
+    pub last_error: Option<String>,
+    pub last_check: Option<Instant>,
+}
+
+/// One dialable address of a remote.
+pub struct Endpoint {
+    pub remote: Arc<str>,
+    pub address: String,
+    /// Limit for one call.
+    pub timeout: Duration,
+    store: StoreClient<Channel>,
+    info: InfoClient<Channel>,
+    state: RwLock<Arc<EndpointState>>,
+    pub metrics: EndpointMetrics,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("remote", &self.remote)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// A client for the Store service; cheap, shares the connection.
+    pub fn store(&self) -> StoreClient<Channel> {
+        self.store.clone()
+    }
+
+    /// The current cached state.
+    pub fn state(&self) -> Arc<EndpointState> {
+        match self.state.read() {
+            Ok(state) => state.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The cached Info if the endpoint may be queried now.
+    pub fn queryable(&self) -> Option<Arc<RemoteInfo>> {
+        let state = self.state();
+        if state.healthy {
+            state.info.clone()
+        } else {
+            None
+        }
+    }
+
+    fn set_state(&self, state: EndpointState) {
+        let state = Arc::new(state);
+        match self.state.write() {
+            Ok(mut slot) => *slot = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+
+    /// Calls Info once and updates the cached state.
+    pub async fn refresh_info(&self, timeout: Duration) {
+        let mut request = tonic::Request::new(InfoRequest {});
+        request.set_timeout(timeout);
+        let result = tokio::time::timeout(timeout, self.info.clone().info(request)).await;
+        let outcome = match result {
+            Ok(Ok(resp)) => RemoteInfo::from_response(resp.into_inner()),
+            Ok(Err(status)) => Err(describe_status(&status)),
+            Err(_) => Err(format!("Info timed out after {timeout:?}")),
+        };
+        let previous = self.state();
+        let state = match outcome {
+            Ok(info) => {
+                if !previous.healthy {
+                    tracing::info!(remote = %self.remote, endpoint = %self.address, labels = ?info.label_sets.iter().map(|s| labels::Display(s).to_string()).collect::<Vec<_>>(), "endpoint is healthy");
+                }
+                self.metrics.up.set(1);
+                EndpointState {
+                    info: Some(Arc::new(info)),
+                    healthy: true,
+                    last_error: None,
+                    last_check: Some(Instant::now()),
+                }
+            }
+            Err(error) => {
+                if previous.healthy || previous.last_check.is_none() {
+                    tracing::warn!(remote = %self.remote, endpoint = %self.address, %error, "endpoint is unhealthy, excluded from queries");
+                } else {
+                    tracing::debug!(remote = %self.remote, endpoint = %self.address, %error, "info failed again");
+                }
+                self.metrics.up.set(0);
+                self.metrics.info_failures.inc();
+                EndpointState {
+                    info: previous.info.clone(),
+                    healthy: false,
+                    last_error: Some(error),
+                    last_check: Some(Instant::now()),
+                }
+            }
+        };
+        self.set_state(state);
+    }
+}
+
+/// A configured remote and its endpoints.
+#[derive(Debug)]
+pub struct Remote {
+    pub name: Arc<str>,
+    pub endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl Remote {
+    /// Builds channels for every target; loads certificates, so TLS problems
+    /// surface here, before any port is bound.
+    pub fn build(config: &RemoteConfig, families: &RemoteFamilies) -> Result<Self, UpstreamError> {
+        let name: Arc<str> = config.name.as_str().into();
+        let client_tls = config
+            .tls
+            .as_ref()
+            .map(ClientTls::from_config)
+            .transpose()
+            .map_err(|source| UpstreamError::Tls {
+                remote: config.name.clone(),
+                source,
+            })?;
+        let mut endpoints = Vec::with_capacity(config.targets.len());
+        for raw in &config.targets {
+            let target_err = |reason: String| UpstreamError::Target {
+                remote: config.name.clone(),
+                target: raw.clone(),
+                reason,
+            };
+            let target = Target::parse(raw).map_err(|e| target_err(e.to_string()))?;
+            let endpoint = build_endpoint(&name, config, client_tls.as_ref(), target, families)
+                .map_err(target_err)?;
+            endpoints.push(Arc::new(endpoint));
+        }
+        Ok(Self { name, endpoints })
+    }
+}
+
+fn build_endpoint(
+    remote: &Arc<str>,
+    config: &RemoteConfig,
+    client_tls: Option<&ClientTls>,
+    target: Target,
+    families: &RemoteFamilies,
+) -> Result<Endpoint, String> {
+    let server_name_override = config.tls.as_ref().and_then(|t| t.server_name.clone());
+    // Verify and SNI by the configured name, else by the host the target was
+    // written with; an IP target with a server_name verifies the name.
+    let server_name = server_name_override
+        .clone()
+        .unwrap_or_else(|| target.host.clone());
+    let tls = match client_tls {
+        Some(tls) => Some((
+            tls.clone(),
+            ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let authority = config
+        .authority
+        .clone()
+        .or(server_name_override)
+        .unwrap_or_else(|| target.to_string());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let channel = ChannelEndpoint::from_shared(format!("{scheme}://{authority}"))
+        .map_err(|e| format!("authority {authority:?}: {e}"))?
+        // Pings only while streams are open and no more often than grpc-go
+        // servers permit (10 s), or they answer with GOAWAY too_many_pings.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(false)
+        .tcp_nodelay(true)
+        .connect_with_connector_lazy(Connector::new(target.clone(), tls, config.connect_timeout));
+    let address = target.to_string();
+    let metrics = families.endpoint(remote, &address);
+    metrics.up.set(0);
+    Ok(Endpoint {
+        remote: remote.clone(),
+        address,
+        timeout: config.timeout,
+        store: StoreClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        info: InfoClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        state: RwLock::new(Arc::new(EndpointState::default())),
+        metrics,
+    })
+}
+
+/// Every remote, in config order.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    pub remotes: Vec<Remote>,
+}
+
+impl Upstreams {
+    pub fn build(
+        configs: &[RemoteConfig],
+        families: &RemoteFamilies,
+    ) -> Result<Self, UpstreamError> {
+        let remotes = configs
+            .iter()
+            .map(|c| Remote::build(c, families))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { remotes })
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.remotes.iter().flat_map(|r| r.endpoints.iter())
+    }
+
+    /// Polls Info on every endpoint concurrently, once.
+    pub async fn refresh_all(&self, timeout: Duration) {
+        futures::future::join_all(self.endpoints().map(|e| e.refresh_info(timeout))).await;
+    }
+}
+
+/// Polls Info on every endpoint every `interval`, like a querier does.
+pub async fn poll_info(upstreams: Arc<Upstreams>, interval: Duration, timeout: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        upstreams.refresh_all(timeout).await;
+    }
+}
+
+/// A gRPC status with everything known about its cause, for warnings and logs.
+pub fn describe_status(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        let cause = tls::describe(source);
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
