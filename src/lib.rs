@@ -2,12 +2,20 @@
 //! StoreAPI servers (sidecars, store gateways) reached over per-remote mutual
 //! TLS, merging their answers the way a Thanos querier would.
 
+pub mod admin;
+pub mod app;
+pub mod certs;
 pub mod chunkenc;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod fanout;
 pub mod labels;
 pub mod metrics;
 pub mod proto;
+pub mod server;
+pub mod synthetic;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -156,7 +156,12 @@ impl Endpoint {
         let state = match outcome {
             Ok(info) => {
                 if !previous.healthy {
-                    tracing::info!(remote = %self.remote, endpoint = %self.address, labels = ?info.label_sets.iter().map(|s| labels::Display(s).to_string()).collect::<Vec<_>>(), "endpoint is healthy");
+                    let label_sets: Vec<String> = info
+                        .label_sets
+                        .iter()
+                        .map(|s| labels::Display(s).to_string())
+                        .collect();
+                    tracing::info!(remote = %self.remote, endpoint = %self.address, label_sets = %label_sets.join(" "), "endpoint is healthy");
                 }
                 self.metrics.up.set(1);
                 EndpointState {

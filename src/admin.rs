@@ -1,0 +1,93 @@
+//! The HTTP side: `/metrics` for Prometheus, `/-/healthy` for liveness and
+//! `/-/ready` for readiness (ready once every remote was asked for Info once).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// Whether we are ready to answer queries: every remote endpoint has been
+/// asked for Info once. Shared by the HTTP probe, Info and the health service.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub fn set_ready(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once ready.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Arc<Registry>,
+    ready: Readiness,
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/ready", get(ready_probe))
+        .with_state(AdminState { registry, ready });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding metrics: {e}\n"),
+        ),
+    }
+}
+
+async fn ready_probe(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.ready.is_ready() {
+        (StatusCode::OK, "OK\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: first Info round to the remotes in progress\n",
+        )
+    }
+}

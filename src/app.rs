@@ -1,0 +1,223 @@
+//! Wires the components together: builds remotes from the config (loading
+//! certificates) before binding any port, owns the metrics registry, starts
+//! the Info poller and both listeners, and drives shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::Readiness;
+use crate::config::Config;
+use crate::fanout::Fanout;
+use crate::metrics::{RemoteFamilies, ServerMetrics};
+use crate::server::{self, InfoService, Services, StoreService};
+use crate::tls;
+use crate::upstream::{self, UpstreamError, Upstreams};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("listen on {what} address {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// A started service; dropping it without `shutdown` leaves tasks to the runtime.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub upstreams: Arc<Upstreams>,
+    pub registry: Arc<Registry>,
+    pub ready: Readiness,
+    stop: watch::Sender<bool>,
+    servers: JoinSet<Result<(), AppError>>,
+    poller: tokio::task::JoinHandle<()>,
+    grace: Duration,
+}
+
+impl Running {
+    /// Stops accepting calls, lets in-flight ones finish within the grace
+    /// period, then stops.
+    pub async fn shutdown(mut self) -> Result<(), AppError> {
+        let _ = self.stop.send(true);
+        self.poller.abort();
+        let drain = async {
+            while let Some(joined) = self.servers.join_next().await {
+                if let Ok(Err(e)) = joined {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.grace, drain).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "in-flight calls did not finish within the grace period; stopping");
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until a server stops on its own (an error) or `signal` resolves.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        tokio::select! {
+            _ = signal => {
+                tracing::info!("shutting down");
+                self.shutdown().await
+            }
+            Some(joined) = self.servers.join_next() => {
+                let _ = self.stop.send(true);
+                match joined {
+                    Ok(result) => result,
+                    Err(e) => Err(AppError::Http(std::io::Error::other(e))),
+                }
+            }
+        }
+    }
+}
+
+async fn bind(what: &'static str, address: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Bind {
+            what,
+            address: address.to_owned(),
+            source,
+        })
+}
+
+/// Builds everything from `config` and starts serving.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    tls::install_crypto_provider();
+    let mut registry = Registry::default();
+    let families = RemoteFamilies::register(&mut registry);
+    let server_metrics = ServerMetrics::register(&mut registry);
+    // Certificates and targets are checked here, before any port is bound.
+    let upstreams = Arc::new(Upstreams::build(&config.remotes, &families)?);
+    let fanout = Arc::new(Fanout::new(upstreams.clone(), config.fanout.buffer_frames));
+
+    let grpc_listener = bind("gRPC", &config.grpc.listen).await?;
+    let http_listener = bind("HTTP", &config.http.listen).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            what: "gRPC",
+            address: config.grpc.listen.clone(),
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            what: "HTTP",
+            address: config.http.listen.clone(),
+            source,
+        })?;
+
+    let ready = Readiness::default();
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+
+    let poller = {
+        let health_reporter = health_reporter.clone();
+        let upstreams = upstreams.clone();
+        let ready = ready.clone();
+        let info = config.info.clone();
+        tokio::spawn(async move {
+            upstreams.refresh_all(info.timeout).await;
+            let healthy = upstreams
+                .endpoints()
+                .filter(|e| e.queryable().is_some())
+                .count();
+            tracing::info!(
+                healthy,
+                endpoints = upstreams.endpoints().count(),
+                "first Info round done; ready"
+            );
+            ready.set_ready();
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            tokio::time::sleep(info.interval).await;
+            upstream::poll_info(upstreams, info.interval, info.timeout).await;
+        })
+    };
+
+    let registry = Arc::new(registry);
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut servers = JoinSet::new();
+    let services = Services {
+        store: StoreService::new(fanout, server_metrics),
+        info: InfoService::new(upstreams.clone(), ready.clone()),
+        health: health_reporter.clone(),
+    };
+    servers.spawn({
+        let shutdown = until_stopped(stopped.clone());
+        async move { Ok(server::serve(grpc_listener, services, shutdown).await?) }
+    });
+    servers.spawn({
+        let shutdown = until_stopped(stopped);
+        let registry = registry.clone();
+        let ready = ready.clone();
+        async move {
+            crate::admin::serve(http_listener, registry, ready, shutdown)
+                .await
+                .map_err(AppError::Http)
+        }
+    });
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, remotes = upstreams.remotes.len(), "listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        upstreams,
+        registry,
+        ready,
+        stop,
+        servers,
+        poller,
+        grace: config.grpc.grace_period,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,114 @@
+//! Command line, in Thanos style: `thanos-fanout [flags]` runs the service,
+//! `thanos-fanout demo` runs it in front of three synthetic remotes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "thanos-fanout",
+    version,
+    about = "One Thanos StoreAPI endpoint in front of many remote sidecars, reached over per-remote mutual TLS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// YAML configuration file.
+    #[arg(long, global = true, env = "FANOUT_CONFIG")]
+    config: Option<PathBuf>,
+    /// StoreAPI listen address (overrides grpc.listen).
+    #[arg(long = "grpc-address", global = true)]
+    grpc_address: Option<String>,
+    /// Metrics and probes listen address (overrides http.listen).
+    #[arg(long = "http-address", global = true)]
+    http_address: Option<String>,
+    /// Log level or filter (overrides log.level).
+    #[arg(long = "log.level", global = true)]
+    log_level: Option<String>,
+    /// Log format (overrides log.format).
+    #[arg(long = "log.format", global = true, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run in front of three synthetic remote clusters over mutual TLS.
+    Demo {
+        /// Run the self-check query, print it and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            grpc_listen: self.grpc_address.clone(),
+            http_listen: self.http_address.clone(),
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
+        }
+    }
+}
+
+/// Parses the command line and runs; the exit code tells how it went.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut overrides = cli.overrides();
+    if matches!(cli.command, Some(Command::Demo { .. })) {
+        // The demo is for one machine: stay on loopback unless told otherwise.
+        overrides
+            .grpc_listen
+            .get_or_insert_with(|| "127.0.0.1:10901".into());
+        overrides
+            .http_listen
+            .get_or_insert_with(|| "127.0.0.1:10902".into());
+    }
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("thanos-fanout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = crate::telemetry::init(&config.log) {
+        eprintln!("thanos-fanout: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("thanos-fanout: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Demo { once }) => crate::demo::run(config, once)
+                .await
+                .map_err(|e| e.to_string()),
+            None => match crate::app::start(config).await {
+                Ok(running) => running
+                    .run_until(crate::app::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("thanos-fanout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The gRPC services a querier calls: `thanos.Store`, `thanos.info.Info`,
+//! `grpc.health.v1.Health` and reflection, served in plaintext (h2c).
+
+mod info;
+mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Server;
+
+pub use info::InfoService;
+pub use store::StoreService;
+
+use crate::fanout::{FanoutError, RequestContext};
+use crate::proto::thanos::info::info_server::InfoServer;
+use crate::proto::thanos::store_server::StoreServer;
+use crate::upstream::MAX_MESSAGE_SIZE;
+
+/// The one place fan-out errors become gRPC statuses.
+pub fn status(err: FanoutError) -> Status {
+    match err {
+        FanoutError::InvalidArgument(msg) => Status::invalid_argument(msg),
+        FanoutError::Aborted(msg) => Status::aborted(msg),
+    }
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit
+/// (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Reads tenant, request id and deadline from the caller's metadata.
+pub fn request_context(metadata: &MetadataMap) -> RequestContext {
+    let text = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    RequestContext {
+        tenant: text("thanos-tenant"),
+        request_id: text("request-id"),
+        deadline: text("grpc-timeout")
+            .as_deref()
+            .and_then(parse_grpc_timeout)
+            .map(|d| tokio::time::Instant::now() + d),
+    }
+}
+
+/// Everything the gRPC listener serves.
+pub struct Services {
+    pub store: StoreService,
+    pub info: InfoService,
+    pub health: tonic_health::server::HealthReporter,
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    services: Services,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let store = StoreServer::from_arc(Arc::new(services.store))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let info = InfoServer::new(services.info)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(services.health),
+    );
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_optional_service(reflection)
+        .add_service(info)
+        .add_service(store)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(
+            parse_grpc_timeout("120000m"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+}
