@@ -219,43 +219,80 @@ impl HandshakeError {
 
 /// Adds the likely cause to rustls errors that operators meet in the field.
 pub fn explain_rustls(err: &rustls::Error) -> String {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    use rustls::{CertificateError as C, Error as E};
     let hint = match err {
         E::InvalidCertificate(C::UnknownIssuer) => {
-            "certificate signed by an unknown authority (check tls.ca_file)"
+            Some("certificate signed by an unknown authority (check tls.ca_file)")
         }
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            "certificate is not valid for the name we verify (check tls.server_name)"
+            Some("certificate is not valid for the name we verify (check tls.server_name)")
         }
-        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "certificate has expired",
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            Some("certificate has expired")
+        }
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-            "certificate is not valid yet (clock skew?)"
+            Some("certificate is not valid yet (clock skew?)")
         }
-        E::AlertReceived(A::CertificateRequired) => {
-            "the remote requires a client certificate (set tls.cert_file and tls.key_file)"
-        }
-        E::AlertReceived(A::UnknownCA | A::BadCertificate) => {
-            "the remote rejected our client certificate (is it signed by a CA the remote trusts?)"
-        }
-        E::AlertReceived(A::NoApplicationProtocol) => "the remote does not offer HTTP/2 (ALPN h2)",
-        E::AlertReceived(A::ProtocolVersion) => "no TLS version in common (we offer 1.2 and 1.3)",
-        _ => return err.to_string(),
+        E::AlertReceived(alert) => alert_hint(*alert),
+        _ => None,
     };
-    format!("{hint}: {err}")
+    match hint {
+        Some(hint) => format!("{hint}: {err}"),
+        None => err.to_string(),
+    }
 }
 
-/// Describes an error with its whole source chain, explaining TLS alerts
-/// that only surface after the handshake (a rejected client certificate).
+/// What a TLS alert from the remote most likely means.
+fn alert_hint(alert: rustls::AlertDescription) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    Some(match alert {
+        A::CertificateRequired => {
+            "the remote requires a client certificate (set tls.cert_file and tls.key_file)"
+        }
+        A::UnknownCA | A::BadCertificate => {
+            "the remote rejected our client certificate (is it signed by a CA the remote trusts?)"
+        }
+        A::CertificateExpired => "the remote says our client certificate has expired",
+        A::NoApplicationProtocol => "the remote does not offer HTTP/2 (ALPN h2)",
+        A::ProtocolVersion => "no TLS version in common (we offer 1.2 and 1.3)",
+        _ => return None,
+    })
+}
+
+/// Alerts read after the handshake reach us only as text (hyper keeps the
+/// message, not the rustls error), so recognise rustls' own wording.
+fn explain_alert_text(text: &str) -> Option<String> {
+    use rustls::AlertDescription as A;
+    [
+        A::CertificateRequired,
+        A::UnknownCA,
+        A::BadCertificate,
+        A::CertificateExpired,
+        A::NoApplicationProtocol,
+        A::ProtocolVersion,
+    ]
+    .into_iter()
+    .find(|alert| text.contains(&format!("received fatal alert: {alert:?}")))
+    .and_then(alert_hint)
+    .map(|hint| format!("{hint}: {text}"))
+}
+
+/// Describes an error with its whole source chain, explaining TLS failures
+/// (including alerts that only surface after the handshake).
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
         let text = match e.downcast_ref::<rustls::Error>() {
             Some(tls) => explain_rustls(tls),
-            None => e.to_string(),
+            None => {
+                let text = e.to_string();
+                explain_alert_text(&text).unwrap_or(text)
+            }
         };
         // Wrappers often repeat their source's text; keep each sentence once.
         if !parts.iter().any(|p| p.contains(&text)) {
+            parts.retain(|p| !text.contains(p.as_str()));
             parts.push(text);
         }
         next = e.source();

@@ -39,9 +39,11 @@ impl Fanout {
             limit,
             Method::LabelNames,
             |s, deadline| {
-                let strip = (!s.info.supports_without_replica_labels)
-                    .then(|| forward.without_replica_labels.clone())
-                    .unwrap_or_default();
+                let strip = if s.info.supports_without_replica_labels {
+                    Vec::new()
+                } else {
+                    forward.without_replica_labels.clone()
+                };
                 let request = ctx.outgoing(forward.clone(), deadline);
                 let mut client = s.endpoint.store();
                 async move {

@@ -119,9 +119,7 @@ impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
             if !continues_run && let Some(run) = self.run.take() {
                 return Some(Frame::Series(run.finish()));
             }
-            let Some(Reverse(head)) = self.heap.pop() else {
-                return None;
-            };
+            let Reverse(head) = self.heap.pop()?;
             self.waiting.push(head.source);
             match &mut self.run {
                 Some(run) => run.push(head.series),

@@ -1,0 +1,435 @@
+//! Shared harness: per-test certificates, remote StoreAPI servers on
+//! 127.0.0.1:0 (synthetic data, scriptable faults), the aggregator started
+//! from a config, and a client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use thanos_fanout::app::{self, Running};
+use thanos_fanout::certs::Authority;
+use thanos_fanout::config::{Config, RemoteConfig, TlsConfig};
+use thanos_fanout::labels::from_pairs;
+use thanos_fanout::proto::thanos::info::info_server::Info;
+use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse};
+use thanos_fanout::proto::thanos::store_client::StoreClient;
+use thanos_fanout::proto::thanos::store_server::Store;
+use thanos_fanout::proto::thanos::{
+    Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    LabelValuesResponse, Series, SeriesRequest, SeriesResponse, label_matcher, series_response,
+};
+use thanos_fanout::synthetic::{self, Capabilities, Dataset, SampleSeries, SyntheticStore};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+pub const MINUTE: i64 = 60_000;
+
+/// What a fake remote does when asked for Series.
+#[derive(Debug, Clone, Default)]
+pub enum SeriesScript {
+    /// Answer from the synthetic data.
+    #[default]
+    Normal,
+    /// Fail with this status.
+    Fail(tonic::Code, String),
+    /// Accept the call and never send anything.
+    Hang,
+    /// Send the synthetic answer, then keep the stream open forever.
+    NormalThenHang,
+    /// Send exactly these frames.
+    Frames(Vec<SeriesResponse>),
+}
+
+/// Shared between a fake remote and the test that drives it.
+#[derive(Debug, Default)]
+pub struct Script {
+    pub series: Mutex<SeriesScript>,
+    pub info_fails: AtomicBool,
+    pub series_calls: AtomicUsize,
+    pub label_calls: AtomicUsize,
+    /// Series streams dropped by the caller before they ended.
+    pub cancelled: AtomicUsize,
+    pub tenants: Mutex<Vec<String>>,
+    pub requests: Mutex<Vec<SeriesRequest>>,
+}
+
+impl Script {
+    pub fn set(&self, script: SeriesScript) {
+        *self.series.lock().expect("lock") = script;
+    }
+
+    pub fn series_calls(&self) -> usize {
+        self.series_calls.load(Ordering::SeqCst)
+    }
+}
+
+/// A remote StoreAPI server: synthetic data plus scripted faults.
+#[derive(Clone)]
+pub struct Fake {
+    inner: SyntheticStore,
+    script: Arc<Script>,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, Status>> + Send>>;
+
+/// Counts a stream as cancelled if it is dropped before it ended.
+struct Guard {
+    inner: FrameStream,
+    script: Arc<Script>,
+    ended: bool,
+}
+
+impl Stream for Guard {
+    type Item = Result<SeriesResponse, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(None) = item {
+            self.ended = true;
+        }
+        item
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.script.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Store for Fake {
+    type SeriesStream = FrameStream;
+
+    async fn series(
+        &self,
+        request: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
+        self.script.series_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(t) = request.metadata().get("thanos-tenant") {
+            let tenant = t.to_str().unwrap_or_default().to_owned();
+            self.script.tenants.lock().expect("lock").push(tenant);
+        }
+        self.script
+            .requests
+            .lock()
+            .expect("lock")
+            .push(request.get_ref().clone());
+        let script = self.script.series.lock().expect("lock").clone();
+        let inner: FrameStream = match script {
+            SeriesScript::Normal => {
+                let frames = self.inner.series_frames(request.get_ref())?;
+                Box::pin(tokio_stream::iter(frames.into_iter().map(Ok)))
+            }
+            SeriesScript::Fail(code, msg) => return Err(Status::new(code, msg)),
+            SeriesScript::Hang => Box::pin(futures::stream::pending()),
+            SeriesScript::NormalThenHang => {
+                let frames = self.inner.series_frames(request.get_ref())?;
+                Box::pin(futures::StreamExt::chain(
+                    tokio_stream::iter(frames.into_iter().map(Ok)),
+                    futures::stream::pending(),
+                ))
+            }
+            SeriesScript::Frames(frames) => {
+                Box::pin(tokio_stream::iter(frames.into_iter().map(Ok)))
+            }
+        };
+        Ok(Response::new(Box::pin(Guard {
+            inner,
+            script: self.script.clone(),
+            ended: false,
+        })))
+    }
+
+    async fn label_names(
+        &self,
+        request: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
+        self.script.label_calls.fetch_add(1, Ordering::SeqCst);
+        if let SeriesScript::Fail(code, msg) = self.script.series.lock().expect("lock").clone() {
+            return Err(Status::new(code, msg));
+        }
+        Store::label_names(&self.inner, request).await
+    }
+
+    async fn label_values(
+        &self,
+        request: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
+        self.script.label_calls.fetch_add(1, Ordering::SeqCst);
+        if let SeriesScript::Fail(code, msg) = self.script.series.lock().expect("lock").clone() {
+            return Err(Status::new(code, msg));
+        }
+        Store::label_values(&self.inner, request).await
+    }
+}
+
+#[tonic::async_trait]
+impl Info for Fake {
+    async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        if self.script.info_fails.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("not ready"));
+        }
+        Info::info(&self.inner, request).await
+    }
+}
+
+/// Certificates for one test, written to a temp dir.
+pub struct Pki {
+    pub ca: Authority,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let ca = Authority::new("test CA").expect("CA");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+        let (client_cert, client_key) = ca
+            .client("thanos-fanout")
+            .expect("client cert")
+            .write(dir.path(), "client")
+            .expect("write client cert");
+        Self {
+            ca,
+            dir,
+            ca_file,
+            client_cert,
+            client_key,
+        }
+    }
+
+    /// Client TLS for a remote whose certificate is for `server_name`.
+    pub fn client_tls(&self, server_name: &str) -> TlsConfig {
+        TlsConfig {
+            ca_file: Some(self.ca_file.clone()),
+            cert_file: Some(self.client_cert.clone()),
+            key_file: Some(self.client_key.clone()),
+            server_name: Some(server_name.to_owned()),
+            insecure_skip_verify: false,
+        }
+    }
+
+    /// A server config for `names`, requiring client certificates from our CA.
+    pub fn server(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let pem = self.ca.server(names).expect("server cert");
+        thanos_fanout::tls::server_config(&pem.cert, &pem.key, Some(&self.ca.cert_pem()))
+            .expect("server config")
+    }
+}
+
+/// A running remote; stops when dropped.
+pub struct RemoteHandle {
+    pub addr: SocketAddr,
+    pub script: Arc<Script>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RemoteHandle {
+    /// Stops the server and waits until its port is closed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // A graceful stop sends GOAWAY, so live connections close too and the
+        // remote is really gone, not just its listener.
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RemoteHandle {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a fake remote with `data`, over TLS when `tls` is given.
+pub async fn start_remote(
+    data: Dataset,
+    caps: Capabilities,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> RemoteHandle {
+    let fake = Fake {
+        inner: SyntheticStore::new(data).with_capabilities(caps),
+        script: Arc::new(Script::default()),
+    };
+    let script = fake.script.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind remote");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let _ = synthetic::serve(fake.clone(), fake, listener, tls, shutdown).await;
+    });
+    RemoteHandle {
+        addr,
+        script,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A remote config entry for `addr`.
+pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteConfig {
+    RemoteConfig {
+        name: name.to_owned(),
+        targets: vec![addr.to_string()],
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        tls,
+        authority: None,
+    }
+}
+
+/// A config on ephemeral loopback ports with a fast Info poll.
+pub fn config(remotes: Vec<RemoteConfig>) -> Config {
+    let mut config = Config::default();
+    config.grpc.listen = "127.0.0.1:0".into();
+    config.http.listen = "127.0.0.1:0".into();
+    config.grpc.grace_period = Duration::from_secs(1);
+    config.info.interval = Duration::from_millis(200);
+    config.info.timeout = Duration::from_secs(2);
+    config.remotes = remotes;
+    config
+}
+
+/// Starts the aggregator and waits until it is ready.
+pub async fn start_fanout(config: Config) -> Running {
+    let running = app::start(config).await.expect("fanout starts");
+    tokio::time::timeout(Duration::from_secs(10), running.ready.wait())
+        .await
+        .expect("ready in time");
+    running
+}
+
+pub async fn client(running: &Running) -> StoreClient<Channel> {
+    StoreClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connect to fanout")
+        .max_decoding_message_size(usize::MAX)
+}
+
+/// Samples every 15 s in `[start, end]` with values from `f`.
+pub fn samples(start: i64, end: i64, f: impl Fn(i64) -> f64) -> Vec<(i64, f64)> {
+    (start..=end).step_by(15_000).map(|t| (t, f(t))).collect()
+}
+
+/// One series; `labels` are `name=value` pairs.
+pub fn series(labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> SampleSeries {
+    SampleSeries {
+        labels: from_pairs(labels.iter().copied()),
+        samples,
+    }
+}
+
+/// A data set with external labels `ext` and the given series.
+pub fn dataset(ext: &[(&str, &str)], series: Vec<SampleSeries>) -> Dataset {
+    Dataset::new(from_pairs(ext.iter().copied()), series).expect("dataset")
+}
+
+pub fn eq(name: &str, value: &str) -> LabelMatcher {
+    matcher(label_matcher::Type::Eq, name, value)
+}
+
+pub fn matcher(t: label_matcher::Type, name: &str, value: &str) -> LabelMatcher {
+    LabelMatcher {
+        r#type: t as i32,
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// A request over all time for the given matchers.
+pub fn request(matchers: Vec<LabelMatcher>) -> SeriesRequest {
+    SeriesRequest {
+        min_time: i64::MIN,
+        max_time: i64::MAX,
+        matchers,
+        ..Default::default()
+    }
+}
+
+/// What a Series call returned: series (batches unpacked), warnings, and the
+/// number of batch frames.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub series: Vec<Series>,
+    pub warnings: Vec<String>,
+    pub batches: Vec<usize>,
+    pub single_frames: usize,
+}
+
+impl Answer {
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.series
+            .iter()
+            .map(|s| value(&s.labels, name).to_owned())
+            .collect()
+    }
+}
+
+pub fn value<'a>(labels: &'a [Label], name: &str) -> &'a str {
+    labels
+        .iter()
+        .find(|l| l.name == name)
+        .map_or("", |l| l.value.as_str())
+}
+
+pub async fn call_series(
+    client: &mut StoreClient<Channel>,
+    req: SeriesRequest,
+) -> Result<Answer, Status> {
+    let mut stream = client.series(req).await?.into_inner();
+    let mut answer = Answer::default();
+    while let Some(frame) = stream.message().await? {
+        match frame.result {
+            Some(series_response::Result::Series(s)) => {
+                answer.single_frames += 1;
+                answer.series.push(s);
+            }
+            Some(series_response::Result::Batch(b)) => {
+                answer.batches.push(b.series.len());
+                answer.series.extend(b.series);
+            }
+            Some(series_response::Result::Warning(w)) => answer.warnings.push(w),
+            _ => {}
+        }
+    }
+    Ok(answer)
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `within`.
+pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,138 @@
+//! Info aggregation, readiness and the admin endpoints.
+
+use std::time::Duration;
+
+use thanos_fanout::labels::from_pairs;
+use thanos_fanout::proto::thanos::info::InfoRequest;
+use thanos_fanout::proto::thanos::info::info_client::InfoClient;
+use thanos_fanout::synthetic::Capabilities;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn info_aggregates_healthy_remotes() {
+    let mut remotes = Vec::new();
+    for (cluster, start, end) in [("a", 0, 10), ("b", 5, 20), ("c", 2, 30)] {
+        let data = dataset(
+            &[("cluster", cluster), ("region", "eu")],
+            vec![series(
+                &[("__name__", "up")],
+                samples(start * MINUTE, end * MINUTE, |_| 1.0),
+            )],
+        );
+        remotes.push(start_remote(data, Capabilities::default(), None).await);
+    }
+    let running = start_fanout(config(
+        ["a", "b", "c"]
+            .iter()
+            .zip(&remotes)
+            .map(|(c, r)| remote(c, r.addr, None))
+            .collect(),
+    ))
+    .await;
+    let mut info = InfoClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let resp = info.info(InfoRequest {}).await.expect("info").into_inner();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered from cache"
+    );
+    let sets: Vec<_> = resp.label_sets.iter().map(|s| s.labels.clone()).collect();
+    assert_eq!(
+        sets,
+        ["a", "b", "c"]
+            .map(|c| from_pairs([("cluster", c), ("region", "eu")]))
+            .to_vec()
+    );
+    assert_eq!(resp.component_type, "query");
+    let store = resp.store.expect("store info");
+    assert_eq!((store.min_time, store.max_time), (0, 30 * MINUTE));
+    assert!(store.supports_without_replica_labels && store.supports_sharding);
+    assert_eq!(store.tsdb_infos.len(), 3);
+
+    // A remote whose Info fails leaves our label sets and time range.
+    remotes[2]
+        .script
+        .info_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut last = None;
+    for _ in 0..50 {
+        let resp = info.info(InfoRequest {}).await.expect("info").into_inner();
+        if resp.label_sets.len() == 2 {
+            last = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = last.expect("c dropped from Info");
+    assert_eq!(resp.store.expect("store").max_time, 20 * MINUTE);
+}
+
+#[tokio::test]
+async fn no_healthy_remotes_advertises_everything_never_zero() {
+    let running = start_fanout(config(vec![])).await;
+    let mut info = InfoClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connect");
+    let store = info
+        .info(InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner()
+        .store
+        .expect("store");
+    assert_eq!((store.min_time, store.max_time), (i64::MIN, i64::MAX));
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("read");
+    let status = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body)
+}
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let r = start_remote(
+        dataset(
+            &[("cluster", "a")],
+            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
+        ),
+        Capabilities::default(),
+        None,
+    )
+    .await;
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    assert_eq!(http_get(running.http_addr, "/-/healthy").await.0, 200);
+    assert_eq!(http_get(running.http_addr, "/-/ready").await.0, 200);
+    let mut client = client(&running).await;
+    call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("series");
+    let (status, body) = http_get(running.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(
+            r#"thanos_fanout_remote_calls_total{remote="a",method="Series",outcome="Success"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            r#"thanos_fanout_remote_endpoint_up{{remote="a",endpoint="{}"}} 1"#,
+            r.addr
+        )),
+        "{body}"
+    );
+    assert!(body.contains("thanos_fanout_series_sent_total 1"), "{body}");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real gRPC servers on loopback, real TLS with
+//! certificates minted per test, the aggregator started from a config.
+//! One test binary, so the crate links once.
+
+mod cli;
+mod common;
+mod info;
+mod labels;
+mod series;
+mod tls;

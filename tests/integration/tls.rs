@@ -1,0 +1,177 @@
+//! TLS towards remotes: per-remote CA and client certificate, name-based
+//! verification while dialling an IP, and failures that say what is wrong.
+
+use std::time::Duration;
+
+use thanos_fanout::app::Running;
+use thanos_fanout::certs::Authority;
+use thanos_fanout::synthetic::Capabilities;
+
+use crate::common::*;
+
+async fn one_remote(tls: std::sync::Arc<rustls::ServerConfig>) -> RemoteHandle {
+    let data = dataset(
+        &[("cluster", "a")],
+        vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
+    );
+    start_remote(data, Capabilities::default(), Some(tls)).await
+}
+
+/// Starts the aggregator and returns the single endpoint's last Info error.
+async fn last_error(running: &Running) -> Option<String> {
+    let endpoint = running.upstreams.endpoints().next().expect("one endpoint");
+    endpoint.state().last_error.clone()
+}
+
+#[tokio::test]
+async fn ip_target_verifies_the_server_name_not_the_ip() {
+    let pki = Pki::new();
+    // The certificate carries a DNS name only, no IP SAN; we dial 127.0.0.1.
+    let r = one_remote(pki.server(&["thanos-a.remote.test"])).await;
+    let running = start_fanout(config(vec![remote(
+        "a",
+        r.addr,
+        Some(pki.client_tls("thanos-a.remote.test")),
+    )]))
+    .await;
+    assert_eq!(last_error(&running).await, None);
+    let mut client = client(&running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("series");
+    assert_eq!(answer.series.len(), 1);
+    assert!(answer.warnings.is_empty());
+
+    // Without server_name the IP is verified, and the certificate has no IP SAN.
+    let mut tls = pki.client_tls("unused");
+    tls.server_name = None;
+    let running = start_fanout(config(vec![remote("a", r.addr, Some(tls))])).await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(error.contains("not valid for the name"), "{error}");
+}
+
+#[tokio::test]
+async fn wrong_ca_says_unknown_authority() {
+    let pki = Pki::new();
+    let other = Authority::new("someone else").expect("CA");
+    let pem = other.server(&["a.remote.test"]).expect("cert");
+    let tls = thanos_fanout::tls::server_config(&pem.cert, &pem.key, Some(&pki.ca.cert_pem()))
+        .expect("tls");
+    let r = one_remote(tls).await;
+    let running = start_fanout(config(vec![remote(
+        "a",
+        r.addr,
+        Some(pki.client_tls("a.remote.test")),
+    )]))
+    .await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(
+        error.contains("unknown authority") && error.contains("tls.ca_file"),
+        "{error}"
+    );
+    // A remote that fails Info is not queried: no data, no call.
+    let mut client = client(&running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("series");
+    assert!(answer.series.is_empty());
+    assert_eq!(r.script.series_calls(), 0);
+}
+
+#[tokio::test]
+async fn wrong_server_name_says_so() {
+    let pki = Pki::new();
+    let r = one_remote(pki.server(&["a.remote.test"])).await;
+    let running = start_fanout(config(vec![remote(
+        "a",
+        r.addr,
+        Some(pki.client_tls("b.remote.test")),
+    )]))
+    .await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(
+        error.contains("not valid for the name") && error.contains("tls.server_name"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn missing_client_certificate_says_so() {
+    let pki = Pki::new();
+    let r = one_remote(pki.server(&["a.remote.test"])).await;
+    let mut tls = pki.client_tls("a.remote.test");
+    tls.cert_file = None;
+    tls.key_file = None;
+    let running = start_fanout(config(vec![remote("a", r.addr, Some(tls))])).await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(error.contains("requires a client certificate"), "{error}");
+}
+
+#[tokio::test]
+async fn client_certificate_from_an_untrusted_ca_is_reported() {
+    let pki = Pki::new();
+    let r = one_remote(pki.server(&["a.remote.test"])).await;
+    let stranger = Authority::new("stranger").expect("CA");
+    let (cert, key) = stranger
+        .client("intruder")
+        .expect("cert")
+        .write(pki.dir.path(), "intruder")
+        .expect("write");
+    let mut tls = pki.client_tls("a.remote.test");
+    tls.cert_file = Some(cert);
+    tls.key_file = Some(key);
+    let running = start_fanout(config(vec![remote("a", r.addr, Some(tls))])).await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(error.contains("rejected our client certificate"), "{error}");
+}
+
+#[tokio::test]
+async fn plaintext_remote_is_not_spoken_to_in_tls_and_recovers_when_fixed() {
+    // A TLS config towards a plaintext server fails the handshake; it never
+    // falls back to plaintext.
+    let pki = Pki::new();
+    let data = dataset(
+        &[("cluster", "a")],
+        vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
+    );
+    let r = start_remote(data, Capabilities::default(), None).await;
+    let running = start_fanout(config(vec![remote(
+        "a",
+        r.addr,
+        Some(pki.client_tls("a.remote.test")),
+    )]))
+    .await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(error.contains("TLS handshake"), "{error}");
+    assert_eq!(r.script.series_calls(), 0);
+    drop(running);
+
+    // An endpoint whose Info fails comes back by itself when it answers again.
+    let r = start_remote(
+        dataset(
+            &[("cluster", "a")],
+            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
+        ),
+        Capabilities::default(),
+        None,
+    )
+    .await;
+    r.script
+        .info_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    let endpoint = running
+        .upstreams
+        .endpoints()
+        .next()
+        .expect("endpoint")
+        .clone();
+    assert!(endpoint.queryable().is_none());
+    r.script
+        .info_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("endpoint healthy again", Duration::from_secs(3), || {
+        endpoint.queryable().is_some()
+    })
+    .await;
+}
