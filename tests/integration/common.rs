@@ -23,7 +23,7 @@ use thanos_fanout::proto::thanos::{
     Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
     LabelValuesResponse, Series, SeriesRequest, SeriesResponse, label_matcher, series_response,
 };
-use thanos_fanout::synthetic::{self, Capabilities, Dataset, SampleSeries, SyntheticStore};
+use thanos_fanout::synthetic::{Capabilities, Dataset, SampleSeries, SyntheticStore};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -56,6 +56,10 @@ pub struct Script {
     /// Series streams dropped by the caller before they ended.
     pub cancelled: AtomicUsize,
     pub tenants: Mutex<Vec<String>>,
+    /// `:authority` of every request received, in order.
+    pub authorities: Mutex<Vec<String>>,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
     pub requests: Mutex<Vec<SeriesRequest>>,
 }
 
@@ -279,17 +283,105 @@ pub async fn start_remote(
         .expect("bind remote");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        let _ = synthetic::serve(fake.clone(), fake, listener, tls, shutdown).await;
-    });
+    let task = tokio::spawn(serve_fake(fake, listener, tls, async {
+        let _ = stopped.await;
+    }));
     RemoteHandle {
         addr,
         script,
         stop: Some(stop),
         task: Some(task),
+    }
+}
+
+/// Like `synthetic::serve`, plus a layer recording each request's
+/// `:authority` and a count of accepted connections.
+async fn serve_fake(
+    fake: Fake,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use thanos_fanout::proto::thanos::info::info_server::InfoServer;
+    use thanos_fanout::proto::thanos::store_server::StoreServer;
+    let script = fake.script.clone();
+    let record = tower::ServiceBuilder::new().map_request(move |req: http::Request<_>| {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        script.authorities.lock().expect("lock").push(authority);
+        req
+    });
+    let router = tonic::transport::Server::builder()
+        .layer(record)
+        .add_service(InfoServer::new(fake.clone()))
+        .add_service(StoreServer::new(fake.clone()).max_encoding_message_size(usize::MAX));
+    let script = fake.script.clone();
+    let counted = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let counted = futures::StreamExt::inspect(counted, move |_| {
+        script.connections.fetch_add(1, Ordering::SeqCst);
+    });
+    let _ = match tls {
+        Some(config) => {
+            // TLS accept loop on a listener we can count connections on.
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            tokio::spawn(async move {
+                let mut counted = counted;
+                while let Some(Ok(tcp)) = futures::StreamExt::next(&mut counted).await {
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            let _ = tx.send(Ok::<_, std::io::Error>(TestTlsConn(tls))).await;
+                        }
+                    });
+                }
+            });
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                    shutdown,
+                )
+                .await
+        }
+        None => router.serve_with_incoming_shutdown(counted, shutdown).await,
+    };
+}
+
+/// A server-side TLS stream tonic can serve.
+struct TestTlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TestTlsConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl tokio::io::AsyncRead for TestTlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TestTlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

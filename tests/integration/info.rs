@@ -136,3 +136,25 @@ async fn probes_and_metrics() {
     );
     assert!(body.contains("thanos_fanout_series_sent_total 1"), "{body}");
 }
+
+#[tokio::test]
+async fn grpc_health_serves_after_first_info_round() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let running = start_fanout(config(vec![])).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("check")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+}

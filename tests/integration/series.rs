@@ -640,3 +640,41 @@ async fn unsorted_remote_output_becomes_a_warning_and_output_stays_sorted() {
         answer.warnings[0]
     );
 }
+
+#[tokio::test]
+async fn frames_larger_than_four_mebibytes_pass() {
+    let r = start_remote(
+        dataset(&[("cluster", "a")], vec![]),
+        Capabilities::default(),
+        None,
+    )
+    .await;
+    let mut big = dataset(
+        &[("cluster", "a")],
+        vec![series(&[("__name__", "big")], samples(0, MINUTE, |_| 1.0))],
+    )
+    .series[0]
+        .clone();
+    // Opaque to us: only its size matters here.
+    big.chunks[0].raw.as_mut().expect("raw").data = vec![7u8; 6 << 20];
+    big.chunks[0].raw.as_mut().expect("raw").hash = 0;
+    r.script.set(SeriesScript::Frames(vec![SeriesResponse {
+        result: Some(series_response::Result::Series(big)),
+    }]));
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    let mut client = client(&running).await;
+    let mut req = request(vec![eq("__name__", "big")]);
+    req.min_time = 0;
+    req.max_time = 0;
+    let answer = call_series(&mut client, req).await.expect("series");
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    assert_eq!(
+        answer.series[0].chunks[0]
+            .raw
+            .as_ref()
+            .expect("raw")
+            .data
+            .len(),
+        6 << 20
+    );
+}

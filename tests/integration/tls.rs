@@ -175,3 +175,64 @@ async fn plaintext_remote_is_not_spoken_to_in_tls_and_recovers_when_fixed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn authority_follows_config_then_server_name_then_target() {
+    let pki = Pki::new();
+    let r = one_remote(pki.server(&["a.remote.test"])).await;
+    let mut explicit = remote("a", r.addr, Some(pki.client_tls("a.remote.test")));
+    explicit.authority = Some("ingress.example.com:443".into());
+    let running = start_fanout(config(vec![explicit])).await;
+    drop(running);
+    let running = start_fanout(config(vec![remote(
+        "a",
+        r.addr,
+        Some(pki.client_tls("a.remote.test")),
+    )]))
+    .await;
+    drop(running);
+    let plain = start_remote(
+        dataset(
+            &[("cluster", "p")],
+            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
+        ),
+        Capabilities::default(),
+        None,
+    )
+    .await;
+    let running = start_fanout(config(vec![remote("p", plain.addr, None)])).await;
+    drop(running);
+    let seen = r.script.authorities.lock().expect("lock").clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("ingress.example.com:443")
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("a.remote.test"));
+    let seen = plain.script.authorities.lock().expect("lock").clone();
+    assert_eq!(seen.first(), Some(&plain.addr.to_string()));
+}
+
+#[tokio::test]
+async fn connections_are_reused_across_requests() {
+    let pki = Pki::new();
+    let r = one_remote(pki.server(&["a.remote.test"])).await;
+    let running = start_fanout(config(vec![remote(
+        "a",
+        r.addr,
+        Some(pki.client_tls("a.remote.test")),
+    )]))
+    .await;
+    let mut client = client(&running).await;
+    for _ in 0..5 {
+        call_series(&mut client, request(vec![eq("__name__", "up")]))
+            .await
+            .expect("series");
+    }
+    assert_eq!(r.script.series_calls(), 5);
+    assert_eq!(
+        r.script
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

@@ -1,0 +1,210 @@
+//! End to end through the gRPC path: three remotes (generating series as
+//! they stream, so their memory is constant) behind the aggregator, and a
+//! client that reads and drops every frame. Prints series/s and the peak
+//! resident memory after each result size; a streaming merge keeps the peak
+//! flat as the result grows.
+//!
+//! Run: `cargo bench --bench stream_memory` (release build).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use thanos_fanout::app;
+use thanos_fanout::chunkenc::{SAMPLES_PER_CHUNK, chunk_samples};
+use thanos_fanout::config::{Config, RemoteConfig};
+use thanos_fanout::labels::from_pairs;
+use thanos_fanout::proto::thanos::info::info_server::Info;
+use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
+use thanos_fanout::proto::thanos::store_client::StoreClient;
+use thanos_fanout::proto::thanos::store_server::Store;
+use thanos_fanout::proto::thanos::{
+    AggrChunk, Chunk, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    LabelValuesResponse, Series, SeriesRequest, SeriesResponse, ZLabelSet, series_response,
+};
+use tonic::{Request, Response, Status};
+
+/// A remote that generates `n` sorted series on the fly.
+#[derive(Clone)]
+struct Generator {
+    cluster: String,
+    chunks: Vec<AggrChunk>,
+    size: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl Store for Generator {
+    type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, Status>> + Send>>;
+
+    async fn series(
+        &self,
+        request: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
+        let _ = request;
+        let n = self.size.load(Ordering::SeqCst);
+        let (cluster, chunks) = (self.cluster.clone(), self.chunks.clone());
+        let frames = (0..n).map(move |i| {
+            let name = format!("{i:09}");
+            Ok(SeriesResponse {
+                result: Some(series_response::Result::Series(Series {
+                    labels: from_pairs([
+                        ("__name__", "load"),
+                        ("cluster", cluster.as_str()),
+                        ("i", name.as_str()),
+                    ]),
+                    chunks: chunks.clone(),
+                })),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(frames))))
+    }
+
+    async fn label_names(
+        &self,
+        _: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
+        Ok(Response::new(LabelNamesResponse::default()))
+    }
+
+    async fn label_values(
+        &self,
+        _: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
+        Ok(Response::new(LabelValuesResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl Info for Generator {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse {
+            label_sets: vec![ZLabelSet {
+                labels: from_pairs([("cluster", self.cluster.as_str())]),
+            }],
+            component_type: "sidecar".into(),
+            store: Some(StoreInfo {
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+                supports_sharding: true,
+                supports_without_replica_labels: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --benches` runs this with --bench absent; keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let samples: Vec<(i64, f64)> = (0..1440).map(|i| (i * 15_000, (i % 97) as f64)).collect();
+    let chunks: Vec<AggrChunk> = chunk_samples(&samples, SAMPLES_PER_CHUNK)
+        .expect("chunks")
+        .into_iter()
+        .map(|c| AggrChunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            raw: Some(Chunk {
+                r#type: 0,
+                hash: 0,
+                data: c.data,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let bytes_per_series: usize = chunks
+        .iter()
+        .map(|c| c.raw.as_ref().map_or(0, |r| r.data.len()))
+        .sum();
+
+    let size = Arc::new(AtomicUsize::new(0));
+    let mut remotes = Vec::new();
+    for cluster in ["a", "b", "c"] {
+        let generator = Generator {
+            cluster: cluster.into(),
+            chunks: chunks.clone(),
+            size: size.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        remotes.push(RemoteConfig {
+            name: cluster.into(),
+            targets: vec![listener.local_addr().expect("addr").to_string()],
+            timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(5),
+            tls: None,
+            authority: None,
+        });
+        tokio::spawn(thanos_fanout::synthetic::serve(
+            generator.clone(),
+            generator,
+            listener,
+            None,
+            std::future::pending(),
+        ));
+    }
+    let mut config = Config::default();
+    config.grpc.listen = "127.0.0.1:0".into();
+    config.http.listen = "127.0.0.1:0".into();
+    config.remotes = remotes;
+    let running = app::start(config).await.expect("start");
+    running.ready.wait().await;
+    let mut client = StoreClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connect");
+
+    println!("series per remote | series out | MiB out | seconds | series/s | peak RSS MiB");
+    let sizes: &[usize] = if quick {
+        &[1_000]
+    } else {
+        &[10_000, 50_000, 200_000]
+    };
+    for &n in sizes {
+        size.store(n, Ordering::SeqCst);
+        let started = Instant::now();
+        let mut stream = client
+            .series(SeriesRequest {
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+                matchers: vec![LabelMatcher {
+                    r#type: 0,
+                    name: "__name__".into(),
+                    value: "load".into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("series")
+            .into_inner();
+        let mut count = 0usize;
+        while let Some(frame) = stream.message().await.expect("frame") {
+            if let Some(series_response::Result::Series(_)) = frame.result {
+                count += 1;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(count, 3 * n, "every series arrives");
+        println!(
+            "{n:>17} | {count:>10} | {:>7.0} | {secs:>7.2} | {:>8.0} | {:>12.1}",
+            (count * bytes_per_series) as f64 / (1 << 20) as f64,
+            count as f64 / secs,
+            peak_rss_kib() as f64 / 1024.0
+        );
+    }
+}
