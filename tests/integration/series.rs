@@ -678,3 +678,75 @@ async fn frames_larger_than_four_mebibytes_pass() {
         6 << 20
     );
 }
+
+#[tokio::test]
+async fn skip_chunks_returns_labels_only_merged() {
+    let data = || {
+        dataset(
+            &[("cluster", "x")],
+            vec![series(
+                &[("__name__", "m"), ("i", "1")],
+                samples(0, MINUTE, |_| 1.0),
+            )],
+        )
+    };
+    let a = start_remote(data(), Capabilities::default(), None).await;
+    let b = start_remote(data(), Capabilities::default(), None).await;
+    let running = start_fanout(config(vec![
+        remote("a", a.addr, None),
+        remote("b", b.addr, None),
+    ]))
+    .await;
+    let mut client = client(&running).await;
+    let mut req = request(vec![eq("__name__", "m")]);
+    req.skip_chunks = true;
+    let answer = call_series(&mut client, req).await.expect("series");
+    assert_eq!(answer.series.len(), 1, "identical label sets merged");
+    assert!(answer.series[0].chunks.is_empty());
+    assert!(
+        a.script.requests.lock().expect("lock")[0].skip_chunks,
+        "forwarded"
+    );
+}
+
+#[tokio::test]
+async fn shards_are_applied_locally_for_remotes_that_cannot() {
+    let many: Vec<_> = (0..40)
+        .map(|i| {
+            series(
+                &[("__name__", "m"), ("i", &format!("{i:02}"))],
+                samples(0, MINUTE, |_| 1.0),
+            )
+        })
+        .collect();
+    let r = start_remote(
+        dataset(&[("cluster", "x")], many),
+        Capabilities {
+            without_replica_labels: true,
+            sharding: false,
+        },
+        None,
+    )
+    .await;
+    let running = start_fanout(config(vec![remote("x", r.addr, None)])).await;
+    let mut client = client(&running).await;
+    let mut shards = Vec::new();
+    for index in 0..2 {
+        let mut req = request(vec![eq("__name__", "m")]);
+        req.shard_info = Some(thanos_fanout::proto::thanos::ShardInfo {
+            shard_index: index,
+            total_shards: 2,
+            by: false,
+            labels: vec![],
+        });
+        shards.push(
+            call_series(&mut client, req)
+                .await
+                .expect("series")
+                .label_values("i"),
+        );
+    }
+    assert!(!shards[0].is_empty() && !shards[1].is_empty(), "{shards:?}");
+    assert!(shards[0].iter().all(|i| !shards[1].contains(i)), "disjoint");
+    assert_eq!(shards[0].len() + shards[1].len(), 40, "together complete");
+}
