@@ -4,29 +4,16 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::stream;
-use thanos_fanout::chunkenc::{SAMPLES_PER_CHUNK, chunk_samples};
 use thanos_fanout::fanout::merge::{Frame, Merge};
 use thanos_fanout::labels::from_pairs;
-use thanos_fanout::proto::thanos::{AggrChunk, Chunk, Series};
+use thanos_fanout::proto::thanos::{AggrChunk, Series};
+use thanos_fanout::synthetic::encode_chunks;
 
 const TOTAL: usize = 30_000;
 
 fn chunks() -> Vec<AggrChunk> {
     let samples: Vec<(i64, f64)> = (0..1440).map(|i| (i * 15_000, (i % 97) as f64)).collect();
-    chunk_samples(&samples, SAMPLES_PER_CHUNK)
-        .expect("chunks")
-        .into_iter()
-        .map(|c| AggrChunk {
-            min_time: c.min_time,
-            max_time: c.max_time,
-            raw: Some(Chunk {
-                r#type: 0,
-                hash: xxhash_rust::xxh64::xxh64(&c.data, 0),
-                data: c.data,
-            }),
-            ..Default::default()
-        })
-        .collect()
+    encode_chunks(&samples).expect("chunks")
 }
 
 /// `k` sorted sources; `replicas`: every source has all series, else they are interleaved.

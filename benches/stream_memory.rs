@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use thanos_fanout::app;
-use thanos_fanout::chunkenc::{SAMPLES_PER_CHUNK, chunk_samples};
 use thanos_fanout::config::{Config, RemoteConfig};
 use thanos_fanout::labels::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
@@ -21,7 +20,7 @@ use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
 use thanos_fanout::proto::thanos::store_client::StoreClient;
 use thanos_fanout::proto::thanos::store_server::Store;
 use thanos_fanout::proto::thanos::{
-    AggrChunk, Chunk, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    AggrChunk, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
     LabelValuesResponse, Series, SeriesRequest, SeriesResponse, ZLabelSet, series_response,
 };
 use tonic::{Request, Response, Status};
@@ -113,20 +112,7 @@ async fn main() {
     // `cargo test --benches` runs this with --bench absent; keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
     let samples: Vec<(i64, f64)> = (0..1440).map(|i| (i * 15_000, (i % 97) as f64)).collect();
-    let chunks: Vec<AggrChunk> = chunk_samples(&samples, SAMPLES_PER_CHUNK)
-        .expect("chunks")
-        .into_iter()
-        .map(|c| AggrChunk {
-            min_time: c.min_time,
-            max_time: c.max_time,
-            raw: Some(Chunk {
-                r#type: 0,
-                hash: 0,
-                data: c.data,
-            }),
-            ..Default::default()
-        })
-        .collect();
+    let chunks = thanos_fanout::synthetic::encode_chunks(&samples).expect("chunks");
     let bytes_per_series: usize = chunks
         .iter()
         .map(|c| c.raw.as_ref().map_or(0, |r| r.data.len()))

@@ -93,14 +93,16 @@ impl Running {
     }
 }
 
-async fn bind(what: &'static str, address: &str) -> Result<TcpListener, AppError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| AppError::Bind {
-            what,
-            address: address.to_owned(),
-            source,
-        })
+/// Binds a listener and reports the address it got (the port may be 0 in config).
+async fn bind(what: &'static str, address: &str) -> Result<(TcpListener, SocketAddr), AppError> {
+    let err = |source| AppError::Bind {
+        what,
+        address: address.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
 }
 
 /// Builds everything from `config` and starts serving.
@@ -113,22 +115,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let upstreams = Arc::new(Upstreams::build(&config.remotes, &families)?);
     let fanout = Arc::new(Fanout::new(upstreams.clone(), config.fanout.buffer_frames));
 
-    let grpc_listener = bind("gRPC", &config.grpc.listen).await?;
-    let http_listener = bind("HTTP", &config.http.listen).await?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| AppError::Bind {
-            what: "gRPC",
-            address: config.grpc.listen.clone(),
-            source,
-        })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| AppError::Bind {
-            what: "HTTP",
-            address: config.http.listen.clone(),
-            source,
-        })?;
+    let (grpc_listener, grpc_addr) = bind("gRPC", &config.grpc.listen).await?;
+    let (http_listener, http_addr) = bind("HTTP", &config.http.listen).await?;
 
     let ready = Readiness::default();
     let health_reporter = tonic_health::server::HealthReporter::new();

@@ -35,6 +35,23 @@ pub struct SampleSeries {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// Encodes samples into raw XOR chunks of 120 samples, hashed as sidecars do.
+pub fn encode_chunks(samples: &[(i64, f64)]) -> Result<Vec<AggrChunk>, ChunkError> {
+    Ok(chunkenc::chunk_samples(samples, SAMPLES_PER_CHUNK)?
+        .into_iter()
+        .map(|c| AggrChunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            raw: Some(Chunk {
+                r#type: 0,
+                hash: xxh64(&c.data, 0),
+                data: c.data,
+            }),
+            ..Default::default()
+        })
+        .collect())
+}
+
 /// Encoded series with external labels applied, sorted by label set.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -58,19 +75,7 @@ impl Dataset {
                 .chain(external_labels.iter().cloned())
                 .collect();
             labels.sort_by(|a, b| a.name.cmp(&b.name));
-            let chunks: Vec<AggrChunk> = chunkenc::chunk_samples(&s.samples, SAMPLES_PER_CHUNK)?
-                .into_iter()
-                .map(|c| AggrChunk {
-                    min_time: c.min_time,
-                    max_time: c.max_time,
-                    raw: Some(Chunk {
-                        r#type: 0,
-                        hash: xxh64(&c.data, 0),
-                        data: c.data,
-                    }),
-                    ..Default::default()
-                })
-                .collect();
+            let chunks = encode_chunks(&s.samples)?;
             if let (Some(first), Some(last)) = (chunks.first(), chunks.last()) {
                 min_time = min_time.min(first.min_time);
                 max_time = max_time.max(last.max_time);

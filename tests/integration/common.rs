@@ -385,6 +385,15 @@ impl tokio::io::AsyncWrite for TestTlsConn {
     }
 }
 
+/// A remote for cluster `cluster` with one `up` series over the first minute.
+pub async fn up_remote(cluster: &str, tls: Option<Arc<rustls::ServerConfig>>) -> RemoteHandle {
+    let data = dataset(
+        &[("cluster", cluster)],
+        vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
+    );
+    start_remote(data, Capabilities::default(), tls).await
+}
+
 /// A remote config entry for `addr`.
 pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteConfig {
     RemoteConfig {

@@ -103,15 +103,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn probes_and_metrics() {
-    let r = start_remote(
-        dataset(
-            &[("cluster", "a")],
-            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-        ),
-        Capabilities::default(),
-        None,
-    )
-    .await;
+    let r = up_remote("a", None).await;
     let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
     assert_eq!(http_get(running.http_addr, "/-/healthy").await.0, 200);
     assert_eq!(http_get(running.http_addr, "/-/ready").await.0, 200);

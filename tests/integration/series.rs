@@ -378,11 +378,7 @@ async fn batches_in_and_out() {
 async fn one_down_one_hanging() -> (Vec<RemoteHandle>, thanos_fanout::app::Running) {
     let mut remotes = Vec::new();
     for cluster in ["a", "b", "c"] {
-        let data = dataset(
-            &[("cluster", cluster)],
-            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-        );
-        remotes.push(start_remote(data, Capabilities::default(), None).await);
+        remotes.push(up_remote(cluster, None).await);
     }
     let mut cfg = config(
         ["a", "b", "c"]
@@ -470,11 +466,7 @@ async fn partial_response_abort_fails_and_cancels_the_others() {
 async fn querier_cancellation_reaches_the_remotes() {
     let mut remotes = Vec::new();
     for cluster in ["a", "b"] {
-        let data = dataset(
-            &[("cluster", cluster)],
-            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-        );
-        remotes.push(start_remote(data, Capabilities::default(), None).await);
+        remotes.push(up_remote(cluster, None).await);
     }
     remotes[0].script.set(SeriesScript::NormalThenHang);
     remotes[1].script.set(SeriesScript::Hang);
@@ -530,15 +522,7 @@ async fn bad_regex_is_invalid_argument() {
 
 #[tokio::test]
 async fn tenant_and_deadline_are_forwarded() {
-    let r = start_remote(
-        dataset(
-            &[("cluster", "a")],
-            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-        ),
-        Capabilities::default(),
-        None,
-    )
-    .await;
+    let r = up_remote("a", None).await;
     r.script.set(SeriesScript::Hang);
     let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
     let mut client = client(&running).await;

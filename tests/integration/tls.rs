@@ -10,14 +10,15 @@ use thanos_fanout::synthetic::Capabilities;
 use crate::common::*;
 
 async fn one_remote(tls: std::sync::Arc<rustls::ServerConfig>) -> RemoteHandle {
-    let data = dataset(
-        &[("cluster", "a")],
-        vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-    );
-    start_remote(data, Capabilities::default(), Some(tls)).await
+    up_remote("a", Some(tls)).await
 }
 
-/// Starts the aggregator and returns the single endpoint's last Info error.
+/// The aggregator in front of one remote `a` with this TLS config.
+async fn fanout_to(addr: std::net::SocketAddr, tls: thanos_fanout::config::TlsConfig) -> Running {
+    start_fanout(config(vec![remote("a", addr, Some(tls))])).await
+}
+
+/// The single endpoint's last Info error.
 async fn last_error(running: &Running) -> Option<String> {
     let endpoint = running.upstreams.endpoints().next().expect("one endpoint");
     endpoint.state().last_error.clone()
@@ -28,12 +29,7 @@ async fn ip_target_verifies_the_server_name_not_the_ip() {
     let pki = Pki::new();
     // The certificate carries a DNS name only, no IP SAN; we dial 127.0.0.1.
     let r = one_remote(pki.server(&["thanos-a.remote.test"])).await;
-    let running = start_fanout(config(vec![remote(
-        "a",
-        r.addr,
-        Some(pki.client_tls("thanos-a.remote.test")),
-    )]))
-    .await;
+    let running = fanout_to(r.addr, pki.client_tls("thanos-a.remote.test")).await;
     assert_eq!(last_error(&running).await, None);
     let mut client = client(&running).await;
     let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
@@ -45,7 +41,7 @@ async fn ip_target_verifies_the_server_name_not_the_ip() {
     // Without server_name the IP is verified, and the certificate has no IP SAN.
     let mut tls = pki.client_tls("unused");
     tls.server_name = None;
-    let running = start_fanout(config(vec![remote("a", r.addr, Some(tls))])).await;
+    let running = fanout_to(r.addr, tls).await;
     let error = last_error(&running).await.expect("fails");
     assert!(error.contains("not valid for the name"), "{error}");
 }
@@ -58,12 +54,7 @@ async fn wrong_ca_says_unknown_authority() {
     let tls = thanos_fanout::tls::server_config(&pem.cert, &pem.key, Some(&pki.ca.cert_pem()))
         .expect("tls");
     let r = one_remote(tls).await;
-    let running = start_fanout(config(vec![remote(
-        "a",
-        r.addr,
-        Some(pki.client_tls("a.remote.test")),
-    )]))
-    .await;
+    let running = fanout_to(r.addr, pki.client_tls("a.remote.test")).await;
     let error = last_error(&running).await.expect("fails");
     assert!(
         error.contains("unknown authority") && error.contains("tls.ca_file"),
@@ -82,12 +73,7 @@ async fn wrong_ca_says_unknown_authority() {
 async fn wrong_server_name_says_so() {
     let pki = Pki::new();
     let r = one_remote(pki.server(&["a.remote.test"])).await;
-    let running = start_fanout(config(vec![remote(
-        "a",
-        r.addr,
-        Some(pki.client_tls("b.remote.test")),
-    )]))
-    .await;
+    let running = fanout_to(r.addr, pki.client_tls("b.remote.test")).await;
     let error = last_error(&running).await.expect("fails");
     assert!(
         error.contains("not valid for the name") && error.contains("tls.server_name"),
@@ -102,7 +88,7 @@ async fn missing_client_certificate_says_so() {
     let mut tls = pki.client_tls("a.remote.test");
     tls.cert_file = None;
     tls.key_file = None;
-    let running = start_fanout(config(vec![remote("a", r.addr, Some(tls))])).await;
+    let running = fanout_to(r.addr, tls).await;
     let error = last_error(&running).await.expect("fails");
     assert!(error.contains("requires a client certificate"), "{error}");
 }
@@ -120,7 +106,7 @@ async fn client_certificate_from_an_untrusted_ca_is_reported() {
     let mut tls = pki.client_tls("a.remote.test");
     tls.cert_file = Some(cert);
     tls.key_file = Some(key);
-    let running = start_fanout(config(vec![remote("a", r.addr, Some(tls))])).await;
+    let running = fanout_to(r.addr, tls).await;
     let error = last_error(&running).await.expect("fails");
     assert!(error.contains("rejected our client certificate"), "{error}");
 }
@@ -135,27 +121,14 @@ async fn plaintext_remote_is_not_spoken_to_in_tls_and_recovers_when_fixed() {
         vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
     );
     let r = start_remote(data, Capabilities::default(), None).await;
-    let running = start_fanout(config(vec![remote(
-        "a",
-        r.addr,
-        Some(pki.client_tls("a.remote.test")),
-    )]))
-    .await;
+    let running = fanout_to(r.addr, pki.client_tls("a.remote.test")).await;
     let error = last_error(&running).await.expect("fails");
     assert!(error.contains("TLS handshake"), "{error}");
     assert_eq!(r.script.series_calls(), 0);
     drop(running);
 
     // An endpoint whose Info fails comes back by itself when it answers again.
-    let r = start_remote(
-        dataset(
-            &[("cluster", "a")],
-            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-        ),
-        Capabilities::default(),
-        None,
-    )
-    .await;
+    let r = up_remote("a", None).await;
     r.script
         .info_fails
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -184,22 +157,9 @@ async fn authority_follows_config_then_server_name_then_target() {
     explicit.authority = Some("ingress.example.com:443".into());
     let running = start_fanout(config(vec![explicit])).await;
     drop(running);
-    let running = start_fanout(config(vec![remote(
-        "a",
-        r.addr,
-        Some(pki.client_tls("a.remote.test")),
-    )]))
-    .await;
+    let running = fanout_to(r.addr, pki.client_tls("a.remote.test")).await;
     drop(running);
-    let plain = start_remote(
-        dataset(
-            &[("cluster", "p")],
-            vec![series(&[("__name__", "up")], samples(0, MINUTE, |_| 1.0))],
-        ),
-        Capabilities::default(),
-        None,
-    )
-    .await;
+    let plain = up_remote("p", None).await;
     let running = start_fanout(config(vec![remote("p", plain.addr, None)])).await;
     drop(running);
     let seen = r.script.authorities.lock().expect("lock").clone();
@@ -216,12 +176,7 @@ async fn authority_follows_config_then_server_name_then_target() {
 async fn connections_are_reused_across_requests() {
     let pki = Pki::new();
     let r = one_remote(pki.server(&["a.remote.test"])).await;
-    let running = start_fanout(config(vec![remote(
-        "a",
-        r.addr,
-        Some(pki.client_tls("a.remote.test")),
-    )]))
-    .await;
+    let running = fanout_to(r.addr, pki.client_tls("a.remote.test")).await;
     let mut client = client(&running).await;
     for _ in 0..5 {
         call_series(&mut client, request(vec![eq("__name__", "up")]))
