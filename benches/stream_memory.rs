@@ -132,6 +132,7 @@ async fn main() {
         remotes.push(RemoteConfig {
             name: cluster.into(),
             targets: vec![listener.local_addr().expect("addr").to_string()],
+            file_sd: Vec::new(),
             timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(5),
             tls: None,

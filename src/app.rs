@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::Readiness;
 use crate::config::Config;
+use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
 use crate::fanout::Fanout;
 use crate::metrics::{RemoteFamilies, ServerMetrics};
 use crate::server::{self, InfoService, Services, StoreService};
@@ -24,6 +25,8 @@ use crate::upstream::{self, UpstreamError, Upstreams};
 pub enum AppError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("discovery: {0}")]
+    Resolver(String),
     #[error("listen on {what} address {address}: {source}")]
     Bind {
         what: &'static str,
@@ -45,7 +48,7 @@ pub struct Running {
     pub ready: Readiness,
     stop: watch::Sender<bool>,
     servers: JoinSet<Result<(), AppError>>,
-    poller: tokio::task::JoinHandle<()>,
+    background: JoinSet<()>,
     grace: Duration,
 }
 
@@ -54,7 +57,7 @@ impl Running {
     /// period, then stops.
     pub async fn shutdown(mut self) -> Result<(), AppError> {
         let _ = self.stop.send(true);
-        self.poller.abort();
+        self.background.abort_all();
         let drain = async {
             while let Some(joined) = self.servers.join_next().await {
                 if let Ok(Err(e)) = joined {
@@ -111,8 +114,27 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let mut registry = Registry::default();
     let families = RemoteFamilies::register(&mut registry);
     let server_metrics = ServerMetrics::register(&mut registry);
+    let discovery_metrics = DiscoveryMetrics::register(&mut registry);
+    let dns = Dns::new(
+        &config.discovery.nameserver_addrs(),
+        config.discovery.refresh_interval,
+    )
+    .map_err(AppError::Resolver)?;
     // Certificates and targets are checked here, before any port is bound.
-    let upstreams = Arc::new(Upstreams::build(&config.remotes, &families)?);
+    let upstreams = Arc::new(Upstreams::build(&config.remotes, &families, &dns)?);
+    let mut discoveries: Vec<RemoteDiscovery> = upstreams
+        .remotes
+        .iter()
+        .map(|remote| {
+            RemoteDiscovery::new(
+                remote.clone(),
+                dns.clone(),
+                config.discovery.clone(),
+                config.info.timeout,
+                discovery_metrics.clone(),
+            )
+        })
+        .collect();
     let fanout = Arc::new(Fanout::new(upstreams.clone(), config.fanout.buffer_frames));
 
     let (grpc_listener, grpc_addr) = bind("gRPC", &config.grpc.listen).await?;
@@ -124,20 +146,24 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
 
-    let poller = {
+    let mut background = JoinSet::new();
+    {
         let health_reporter = health_reporter.clone();
         let upstreams = upstreams.clone();
         let ready = ready.clone();
         let info = config.info.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
+            // First every remote's endpoints, then their Info, then ready.
+            futures::future::join_all(discoveries.iter_mut().map(RemoteDiscovery::refresh)).await;
+            for discovery in discoveries {
+                tokio::spawn(discovery.run());
+            }
             upstreams.refresh_all(info.timeout).await;
-            let healthy = upstreams
-                .endpoints()
-                .filter(|e| e.queryable().is_some())
-                .count();
+            let endpoints = upstreams.endpoints();
+            let healthy = endpoints.iter().filter(|e| e.queryable().is_some()).count();
             tracing::info!(
                 healthy,
-                endpoints = upstreams.endpoints().count(),
+                endpoints = endpoints.len(),
                 "first Info round done; ready"
             );
             ready.set_ready();
@@ -146,8 +172,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 .await;
             tokio::time::sleep(info.interval).await;
             upstream::poll_info(upstreams, info.interval, info.timeout).await;
-        })
-    };
+        });
+    }
 
     let registry = Arc::new(registry);
     let (stop, stopped) = watch::channel(false);
@@ -183,7 +209,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         ready,
         stop,
         servers,
-        poller,
+        background,
         grace: config.grpc.grace_period,
     })
 }

@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogConfig,
     pub info: InfoConfig,
     pub fanout: FanoutConfig,
+    pub discovery: DiscoveryConfig,
     pub remotes: Vec<RemoteConfig>,
 }
 
@@ -122,14 +123,58 @@ impl Default for FanoutConfig {
     }
 }
 
+/// How remote targets are resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// `ip:port` name servers (asked over UDP and TCP); empty: the system's resolv.conf.
+    pub nameservers: Vec<String>,
+    /// Longest time between two lookups of a name; shorter TTLs are honoured.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// How long a name must keep answering NXDOMAIN (or nothing) before its
+    /// endpoints are removed. Failed lookups never remove endpoints.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// How often file_sd files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub file_interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            refresh_interval: Duration::from_secs(30),
+            stale_after: Duration::from_secs(300),
+            file_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// The configured name servers (validated by [`Config::validate`]).
+    pub fn nameserver_addrs(&self) -> Vec<SocketAddr> {
+        self.nameservers
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    }
+}
+
 /// One remote StoreAPI (usually a sidecar behind an ingress in another cluster).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// Unique; names the remote in warnings, logs and metric labels.
     pub name: String,
-    /// `host:port` addresses; every one is queried.
+    /// `host:port`, `dns+host:port`, `dnssrv+name`, `dnssrvnoa+name`; every
+    /// endpoint they stand for is queried.
+    #[serde(default)]
     pub targets: Vec<String>,
+    /// Prometheus file_sd files (JSON or YAML) listing more targets; re-read on change.
+    #[serde(default)]
+    pub file_sd: Vec<PathBuf>,
     /// Limit for one call to this remote.
     #[serde(with = "humantime_serde", default = "default_remote_timeout")]
     pub timeout: Duration,
@@ -252,6 +297,25 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(key.into(), "must be greater than 0".into()));
             }
+        }
+        for (key, d) in [
+            (
+                "discovery.refresh_interval",
+                self.discovery.refresh_interval,
+            ),
+            ("discovery.file_interval", self.discovery.file_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key.into(), "must be greater than 0".into()));
+            }
+        }
+        for ns in &self.discovery.nameservers {
+            ns.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "discovery.nameservers".into(),
+                    format!("{ns:?} is not an ip:port ({e})"),
+                )
+            })?;
         }
         if self.fanout.buffer_frames == 0 {
             return Err(invalid(

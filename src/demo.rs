@@ -78,6 +78,7 @@ pub async fn run(mut config: Config, once: bool) -> Result<(), DemoError> {
         config.remotes.push(RemoteConfig {
             name: cluster.into(),
             targets: vec![address.to_string()],
+            file_sd: Vec::new(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             tls: Some(TlsConfig {
@@ -106,6 +107,7 @@ pub async fn run(mut config: Config, once: bool) -> Result<(), DemoError> {
         remotes = running
             .upstreams
             .endpoints()
+            .iter()
             .map(|e| format!("  {} at {}\n", e.remote, e.address))
             .collect::<String>(),
         addr = loopback(grpc),

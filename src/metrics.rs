@@ -100,6 +100,16 @@ impl RemoteFamilies {
         families
     }
 
+    /// Drops the label children of an endpoint discovery removed.
+    pub fn forget_endpoint(&self, remote: &str, endpoint: &str) {
+        let labels = EndpointLabels {
+            remote: remote.to_owned(),
+            endpoint: endpoint.to_owned(),
+        };
+        self.up.remove(&labels);
+        self.info_failures.remove(&labels);
+    }
+
     /// Creates the label children of one endpoint.
     pub fn endpoint(&self, remote: &str, endpoint: &str) -> EndpointMetrics {
         let labels = EndpointLabels {

@@ -1,11 +1,21 @@
-//! Where a remote's endpoints are: the `targets` syntax of the config.
+//! Where a remote's endpoints are: the `targets` syntax, DNS lookups (A/AAAA,
+//! SRV) with hickory, Prometheus file_sd files, and a loop per remote that
+//! turns them into the remote's endpoint set, keeping the last good answer
+//! through DNS failures.
 //!
-//! A target is `host:port` (a name is resolved by the system resolver each
-//! time a connection is made) or `[v6]:port`. The host a target was written
-//! with is kept, because it is the default name for TLS verification and SNI.
+//! Every endpoint remembers the host name it was discovered under: that name,
+//! never a resolved IP, is the default for TLS verification and SNI.
+
+mod dns;
+mod file;
+mod watch;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+pub use dns::{Dns, LookupError};
+pub use file::read_file_sd;
+pub use watch::{DiscoveryMetrics, RemoteDiscovery};
 
 /// A `targets` entry that could not be parsed.
 #[derive(Debug, thiserror::Error)]
@@ -15,70 +25,169 @@ pub struct TargetError {
     reason: &'static str,
 }
 
-/// One dialable address as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// Host name or IP literal, without brackets.
-    pub host: String,
-    pub port: u16,
+/// One `targets` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// `host:port`: an IP is one endpoint; a name is resolved like `dns+`.
+    Static { host: String, port: u16 },
+    /// `dns+host:port`: every A and AAAA address is an endpoint.
+    Dns { host: String, port: u16 },
+    /// `dnssrv+name`: every SRV record's target, resolved to addresses, on the record's port.
+    Srv { name: String },
+    /// `dnssrvnoa+name`: every SRV record's target name itself, on the record's port.
+    SrvNoA { name: String },
 }
 
 impl Target {
-    /// Parses `host:port` or `[ipv6]:port`.
+    /// Parses one entry of `targets`.
     pub fn parse(s: &str) -> Result<Self, TargetError> {
         let err = |reason| TargetError {
             target: s.to_owned(),
             reason,
         };
-        if s.contains("://") {
-            return Err(err("expected host:port, not a URL"));
+        if let Some(name) = s.strip_prefix("dnssrvnoa+") {
+            return Ok(Self::SrvNoA {
+                name: srv_name(name).map_err(err)?,
+            });
         }
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| err("missing :port"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| err("port is not a number 1-65535"))?;
-        if port == 0 {
-            return Err(err("port must not be 0"));
+        if let Some(name) = s.strip_prefix("dnssrv+") {
+            return Ok(Self::Srv {
+                name: srv_name(name).map_err(err)?,
+            });
         }
-        let host = match host.strip_prefix('[') {
-            Some(rest) => {
-                let inner = rest.strip_suffix(']').ok_or_else(|| err("unclosed '['"))?;
-                inner
-                    .parse::<std::net::Ipv6Addr>()
-                    .map_err(|_| err("invalid IPv6 address in brackets"))?;
-                inner
+        if let Some(rest) = s.strip_prefix("dns+") {
+            let (host, port) = host_port(rest).map_err(err)?;
+            if host.parse::<IpAddr>().is_ok() {
+                return Err(err("dns+ needs a name, not an IP address"));
             }
-            None if host.contains(':') => return Err(err("IPv6 addresses need brackets")),
-            None => host,
-        };
-        if host.is_empty() {
-            return Err(err("missing host"));
+            return Ok(Self::Dns { host, port });
         }
-        if host.parse::<IpAddr>().is_err()
-            && !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        if s.contains('+')
+            && !s.starts_with('[')
+            && s.split(':').next().is_some_and(|p| p.contains('+'))
         {
-            return Err(err("host is neither an IP address nor a DNS name"));
+            return Err(err("unknown prefix (use dns+, dnssrv+ or dnssrvnoa+)"));
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+        let (host, port) = host_port(s).map_err(err)?;
+        Ok(Self::Static { host, port })
     }
 
-    /// The host as an IP address, if it is a literal.
-    pub fn ip(&self) -> Option<IpAddr> {
-        self.host.parse().ok()
+    /// Whether this target needs DNS at all.
+    pub fn is_ip(&self) -> bool {
+        matches!(self, Target::Static { host, .. } if host.parse::<IpAddr>().is_ok())
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.ip() {
-            Some(IpAddr::V6(_)) => write!(f, "[{}]:{}", self.host, self.port),
-            _ => write!(f, "{}:{}", self.host, self.port),
+        match self {
+            Target::Static { host, port } => write!(f, "{}", join_host_port(host, *port)),
+            Target::Dns { host, port } => write!(f, "dns+{}", join_host_port(host, *port)),
+            Target::Srv { name } => write!(f, "dnssrv+{name}"),
+            Target::SrvNoA { name } => write!(f, "dnssrvnoa+{name}"),
         }
+    }
+}
+
+fn srv_name(name: &str) -> Result<String, &'static str> {
+    if name.is_empty() {
+        return Err("missing SRV name");
+    }
+    if name.contains(':') {
+        return Err("SRV names carry no port (the records give it)");
+    }
+    valid_name(name)?;
+    Ok(name.trim_end_matches('.').to_owned())
+}
+
+fn valid_name(host: &str) -> Result<(), &'static str> {
+    if host
+        .trim_end_matches('.')
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err("host is neither an IP address nor a DNS name")
+    }
+}
+
+fn host_port(s: &str) -> Result<(String, u16), &'static str> {
+    if s.contains("://") {
+        return Err("expected host:port, not a URL");
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("missing :port")?;
+    let port: u16 = port.parse().map_err(|_| "port is not a number 1-65535")?;
+    if port == 0 {
+        return Err("port must not be 0");
+    }
+    let host = match host.strip_prefix('[') {
+        Some(rest) => {
+            let inner = rest.strip_suffix(']').ok_or("unclosed '['")?;
+            inner
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| "invalid IPv6 address in brackets")?;
+            inner
+        }
+        None if host.contains(':') => return Err("IPv6 addresses need brackets"),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if host.parse::<IpAddr>().is_err() {
+        valid_name(host)?;
+    }
+    Ok((host.trim_end_matches('.').to_owned(), port))
+}
+
+/// `host:port`, bracketing IPv6 literals.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+/// How to reach one discovered endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dial {
+    /// A resolved address.
+    Addr(SocketAddr),
+    /// A name resolved at connect time (`dnssrvnoa+`).
+    Name(String, u16),
+}
+
+impl fmt::Display for Dial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dial::Addr(addr) => write!(f, "{addr}"),
+            Dial::Name(host, port) => write!(f, "{}", join_host_port(host, *port)),
+        }
+    }
+}
+
+/// One endpoint of a remote, as discovery found it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointSpec {
+    pub dial: Dial,
+    /// The host it was found under (the name of `dns+host:port`, the SRV
+    /// target, or the IP of a literal target): the default TLS name.
+    pub host: String,
+}
+
+impl EndpointSpec {
+    /// The endpoint of an IP-literal target.
+    pub fn literal(ip: IpAddr, port: u16) -> Self {
+        Self {
+            dial: Dial::Addr(SocketAddr::new(ip, port)),
+            host: ip.to_string(),
+        }
+    }
+
+    /// Whether the default TLS name is an IP (no host name to verify).
+    pub fn host_is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
     }
 }
 
@@ -87,15 +196,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_names_and_addresses() {
-        let t = Target::parse("thanos-a.example.com:443").expect("valid");
-        assert_eq!((t.host.as_str(), t.port), ("thanos-a.example.com", 443));
-        let t = Target::parse("[::1]:10901").expect("valid");
-        assert_eq!(t.host, "::1");
-        assert_eq!(t.to_string(), "[::1]:10901");
+    fn parses_every_form() {
         assert_eq!(
-            Target::parse("10.1.2.3:443").expect("valid").to_string(),
-            "10.1.2.3:443"
+            Target::parse("thanos-a.example.com:443").expect("valid"),
+            Target::Static {
+                host: "thanos-a.example.com".into(),
+                port: 443
+            }
+        );
+        assert!(Target::parse("10.1.2.3:443").expect("valid").is_ip());
+        assert_eq!(
+            Target::parse("[::1]:10901").expect("valid").to_string(),
+            "[::1]:10901"
+        );
+        assert_eq!(
+            Target::parse("dns+sidecar.ns.svc:10901").expect("valid"),
+            Target::Dns {
+                host: "sidecar.ns.svc".into(),
+                port: 10901
+            }
+        );
+        assert_eq!(
+            Target::parse("dnssrv+_grpc._tcp.sidecar.ns.svc.").expect("valid"),
+            Target::Srv {
+                name: "_grpc._tcp.sidecar.ns.svc".into()
+            }
+        );
+        assert_eq!(
+            Target::parse("dnssrvnoa+_grpc._tcp.x").expect("valid"),
+            Target::SrvNoA {
+                name: "_grpc._tcp.x".into()
+            }
         );
     }
 
@@ -110,6 +241,11 @@ mod tests {
             "http://h:1",
             "a b:1",
             "h:0",
+            "dns+10.0.0.1:443",
+            "dns+host",
+            "dnssrv+",
+            "dnssrv+_grpc._tcp.x:443",
+            "dnsfoo+host:1",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad} should be rejected");
         }

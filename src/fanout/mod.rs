@@ -112,13 +112,12 @@ impl Fanout {
         let selected: Vec<Selected> = self
             .upstreams
             .endpoints()
+            .into_iter()
             .filter_map(|endpoint| {
                 let info = endpoint.queryable()?;
                 let overlaps = min_time <= info.max_time && max_time >= info.min_time;
-                (overlaps && label_sets_match(matchers, &info.label_sets)).then(|| Selected {
-                    endpoint: endpoint.clone(),
-                    info,
-                })
+                (overlaps && label_sets_match(matchers, &info.label_sets))
+                    .then(|| Selected { endpoint, info })
             })
             .collect();
         tracing::debug!(

@@ -28,6 +28,7 @@ impl InfoService {
 pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
     let healthy: Vec<_> = upstreams
         .endpoints()
+        .iter()
         .filter_map(|e| e.queryable())
         .collect();
     // A remote without external labels could hold any series; the querier can

@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::discovery::Target;
+use crate::discovery::{Dial, Dns};
 use crate::tls::{ClientTls, HandshakeError};
 
 /// Why a connection to an endpoint could not be made.
@@ -34,39 +34,61 @@ pub enum ConnectError {
 /// A tower service tonic calls whenever it needs a (new) connection.
 #[derive(Clone, Debug)]
 pub struct Connector {
-    target: Target,
+    dial: Dial,
+    dns: Dns,
     tls: Option<(ClientTls, ServerName<'static>)>,
     timeout: Duration,
 }
 
 impl Connector {
     pub fn new(
-        target: Target,
+        dial: Dial,
+        dns: Dns,
         tls: Option<(ClientTls, ServerName<'static>)>,
         timeout: Duration,
     ) -> Self {
         Self {
-            target,
+            dial,
+            dns,
             tls,
             timeout,
         }
     }
 
-    async fn connect(self) -> Result<TokioIo<Conn>, ConnectError> {
-        let address = self.target.to_string();
-        let tcp = tokio::time::timeout(
-            self.timeout,
-            TcpStream::connect((self.target.host.as_str(), self.target.port)),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            address: address.clone(),
-            timeout: self.timeout,
-        })?
-        .map_err(|source| ConnectError::Tcp {
-            address: address.clone(),
+    /// TCP to the address, or to the first address of the name that answers.
+    async fn tcp(&self, address: &str) -> Result<TcpStream, ConnectError> {
+        let err = |source| ConnectError::Tcp {
+            address: address.to_owned(),
             source,
-        })?;
+        };
+        match &self.dial {
+            Dial::Addr(addr) => TcpStream::connect(addr).await.map_err(err),
+            Dial::Name(host, port) => {
+                let (ips, _) = self
+                    .dns
+                    .lookup_ip(host)
+                    .await
+                    .map_err(|e| err(io::Error::other(e.to_string())))?;
+                let mut last = io::Error::other("no addresses");
+                for ip in ips {
+                    match TcpStream::connect((ip, *port)).await {
+                        Ok(tcp) => return Ok(tcp),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(err(last))
+            }
+        }
+    }
+
+    async fn connect(self) -> Result<TokioIo<Conn>, ConnectError> {
+        let address = self.dial.to_string();
+        let tcp = tokio::time::timeout(self.timeout, self.tcp(&address))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                address: address.clone(),
+                timeout: self.timeout,
+            })??;
         // gRPC frames are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let Some((tls, server_name)) = self.tls else {

@@ -14,7 +14,7 @@ pub use connect::ConnectError;
 use connect::Connector;
 
 use crate::config::RemoteConfig;
-use crate::discovery::Target;
+use crate::discovery::{Dial, Dns, EndpointSpec, Target, join_host_port};
 use crate::labels;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
 use crate::proto::thanos::Label;
@@ -92,7 +92,10 @@ pub struct EndpointState {
 /// One dialable address of a remote.
 pub struct Endpoint {
     pub remote: Arc<str>,
+    /// What it dials, as text (`ip:port`, or `name:port` for dnssrvnoa+).
     pub address: String,
+    /// How discovery found it.
+    pub spec: EndpointSpec,
     /// Limit for one call.
     pub timeout: Duration,
     store: StoreClient<Channel>,
@@ -191,18 +194,32 @@ impl Endpoint {
     }
 }
 
-/// A configured remote and its endpoints.
-#[derive(Debug)]
+/// A configured remote: its TLS identity and its current endpoints, which
+/// discovery replaces as the targets resolve differently.
 pub struct Remote {
     pub name: Arc<str>,
-    pub endpoints: Vec<Arc<Endpoint>>,
+    config: RemoteConfig,
+    targets: Vec<Target>,
+    client_tls: Option<ClientTls>,
+    dns: Dns,
+    families: RemoteFamilies,
+    endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("name", &self.name).finish()
+    }
 }
 
 impl Remote {
-    /// Builds channels for every target; loads certificates, so TLS problems
-    /// surface here, before any port is bound.
-    pub fn build(config: &RemoteConfig, families: &RemoteFamilies) -> Result<Self, UpstreamError> {
-        let name: Arc<str> = config.name.as_str().into();
+    /// Loads certificates and parses targets, so problems surface before any
+    /// port is bound. Endpoints come from discovery.
+    pub fn build(
+        config: &RemoteConfig,
+        families: &RemoteFamilies,
+        dns: &Dns,
+    ) -> Result<Self, UpstreamError> {
         let client_tls = config
             .tls
             .as_ref()
@@ -212,100 +229,166 @@ impl Remote {
                 remote: config.name.clone(),
                 source,
             })?;
-        let mut endpoints = Vec::with_capacity(config.targets.len());
-        for raw in &config.targets {
-            let target_err = |reason: String| UpstreamError::Target {
-                remote: config.name.clone(),
-                target: raw.clone(),
-                reason,
-            };
-            let target = Target::parse(raw).map_err(|e| target_err(e.to_string()))?;
-            let endpoint = build_endpoint(&name, config, client_tls.as_ref(), target, families)
-                .map_err(target_err)?;
-            endpoints.push(Arc::new(endpoint));
-        }
-        Ok(Self { name, endpoints })
+        let targets = config
+            .targets
+            .iter()
+            .map(|raw| {
+                Target::parse(raw).map_err(|e| UpstreamError::Target {
+                    remote: config.name.clone(),
+                    target: raw.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            name: config.name.as_str().into(),
+            config: config.clone(),
+            targets,
+            client_tls,
+            dns: dns.clone(),
+            families: families.clone(),
+            endpoints: RwLock::new(Arc::new(Vec::new())),
+        })
     }
-}
 
-fn build_endpoint(
-    remote: &Arc<str>,
-    config: &RemoteConfig,
-    client_tls: Option<&ClientTls>,
-    target: Target,
-    families: &RemoteFamilies,
-) -> Result<Endpoint, String> {
-    let server_name_override = config.tls.as_ref().and_then(|t| t.server_name.clone());
-    // Verify and SNI by the configured name, else by the host the target was
-    // written with; an IP target with a server_name verifies the name.
-    let server_name = server_name_override
-        .clone()
-        .unwrap_or_else(|| target.host.clone());
-    let tls = match client_tls {
-        Some(tls) => Some((
-            tls.clone(),
-            ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?,
-        )),
-        None => None,
-    };
-    let authority = config
-        .authority
-        .clone()
-        .or(server_name_override)
-        .unwrap_or_else(|| target.to_string());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let channel = ChannelEndpoint::from_shared(format!("{scheme}://{authority}"))
-        .map_err(|e| format!("authority {authority:?}: {e}"))?
-        // Pings only while streams are open and no more often than grpc-go
-        // servers permit (10 s), or they answer with GOAWAY too_many_pings.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(false)
-        .tcp_nodelay(true)
-        .connect_with_connector_lazy(Connector::new(target.clone(), tls, config.connect_timeout));
-    let address = target.to_string();
-    let metrics = families.endpoint(remote, &address);
-    metrics.up.set(0);
-    Ok(Endpoint {
-        remote: remote.clone(),
-        address,
-        timeout: config.timeout,
-        store: StoreClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        info: InfoClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        state: RwLock::new(Arc::new(EndpointState::default())),
-        metrics,
-    })
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    pub fn file_sd(&self) -> &[std::path::PathBuf] {
+        &self.config.file_sd
+    }
+
+    /// The current endpoints.
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        match self.endpoints.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the endpoint set. Endpoints that stay keep their connection
+    /// (and their in-flight calls); calls on removed ones run to their end.
+    /// Returns the endpoints that are new.
+    pub fn set_endpoints(&self, specs: &[EndpointSpec]) -> Vec<Arc<Endpoint>> {
+        let current = self.endpoints();
+        let mut next = Vec::with_capacity(specs.len());
+        let mut added = Vec::new();
+        for spec in specs {
+            match current.iter().find(|e| e.spec == *spec) {
+                Some(existing) => next.push(existing.clone()),
+                None => match self.build_endpoint(spec.clone()) {
+                    Ok(endpoint) => {
+                        let endpoint = Arc::new(endpoint);
+                        added.push(endpoint.clone());
+                        next.push(endpoint);
+                    }
+                    Err(error) => {
+                        tracing::error!(remote = %self.name, endpoint = %spec.dial, %error, "cannot use endpoint");
+                    }
+                },
+            }
+        }
+        for gone in current.iter().filter(|e| !specs.contains(&e.spec)) {
+            self.families.forget_endpoint(&self.name, &gone.address);
+        }
+        let next = Arc::new(next);
+        match self.endpoints.write() {
+            Ok(mut slot) => *slot = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        added
+    }
+
+    fn build_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, String> {
+        let config = &self.config;
+        let server_name_override = config.tls.as_ref().and_then(|t| t.server_name.clone());
+        // Verify and SNI by the configured name, else by the host the endpoint
+        // was found under (a name for dns+/dnssrv+), never a resolved IP.
+        let server_name = server_name_override
+            .clone()
+            .unwrap_or_else(|| spec.host.clone());
+        let tls = match &self.client_tls {
+            Some(tls) => Some((
+                tls.clone(),
+                ServerName::try_from(server_name).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        let port = match &spec.dial {
+            Dial::Addr(addr) => addr.port(),
+            Dial::Name(_, port) => *port,
+        };
+        let authority = config
+            .authority
+            .clone()
+            .or(server_name_override)
+            .unwrap_or_else(|| join_host_port(&spec.host, port));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let channel = ChannelEndpoint::from_shared(format!("{scheme}://{authority}"))
+            .map_err(|e| format!("authority {authority:?}: {e}"))?
+            // Pings only while streams are open and no more often than grpc-go
+            // servers permit (10 s), or they answer with GOAWAY too_many_pings.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(false)
+            .tcp_nodelay(true)
+            .connect_with_connector_lazy(Connector::new(
+                spec.dial.clone(),
+                self.dns.clone(),
+                tls,
+                config.connect_timeout,
+            ));
+        let address = spec.dial.to_string();
+        let metrics = self.families.endpoint(&self.name, &address);
+        metrics.up.set(0);
+        Ok(Endpoint {
+            remote: self.name.clone(),
+            address,
+            spec,
+            timeout: config.timeout,
+            store: StoreClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            info: InfoClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            state: RwLock::new(Arc::new(EndpointState::default())),
+            metrics,
+        })
+    }
 }
 
 /// Every remote, in config order.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    pub remotes: Vec<Remote>,
+    pub remotes: Vec<Arc<Remote>>,
 }
 
 impl Upstreams {
     pub fn build(
         configs: &[RemoteConfig],
         families: &RemoteFamilies,
+        dns: &Dns,
     ) -> Result<Self, UpstreamError> {
         let remotes = configs
             .iter()
-            .map(|c| Remote::build(c, families))
+            .map(|c| Remote::build(c, families, dns).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { remotes })
     }
 
-    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
-        self.remotes.iter().flat_map(|r| r.endpoints.iter())
+    /// A snapshot of every endpoint of every remote.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.remotes
+            .iter()
+            .flat_map(|r| r.endpoints().iter().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Polls Info on every endpoint concurrently, once.
     pub async fn refresh_all(&self, timeout: Duration) {
-        futures::future::join_all(self.endpoints().map(|e| e.refresh_info(timeout))).await;
+        futures::future::join_all(self.endpoints().iter().map(|e| e.refresh_info(timeout))).await;
     }
 }
 

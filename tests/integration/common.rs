@@ -399,6 +399,7 @@ pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteCon
     RemoteConfig {
         name: name.to_owned(),
         targets: vec![addr.to_string()],
+        file_sd: Vec::new(),
         timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(2),
         tls,

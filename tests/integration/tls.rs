@@ -20,7 +20,12 @@ async fn fanout_to(addr: std::net::SocketAddr, tls: thanos_fanout::config::TlsCo
 
 /// The single endpoint's last Info error.
 async fn last_error(running: &Running) -> Option<String> {
-    let endpoint = running.upstreams.endpoints().next().expect("one endpoint");
+    let endpoint = running
+        .upstreams
+        .endpoints()
+        .into_iter()
+        .next()
+        .expect("one endpoint");
     endpoint.state().last_error.clone()
 }
 
@@ -136,9 +141,9 @@ async fn plaintext_remote_is_not_spoken_to_in_tls_and_recovers_when_fixed() {
     let endpoint = running
         .upstreams
         .endpoints()
+        .into_iter()
         .next()
-        .expect("endpoint")
-        .clone();
+        .expect("endpoint");
     assert!(endpoint.queryable().is_none());
     r.script
         .info_fails

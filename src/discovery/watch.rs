@@ -1,0 +1,296 @@
+//! The discovery loop of one remote: resolves each target when its answer
+//! expires (never later than `refresh_interval`), re-reads file_sd files when
+//! they change, and publishes the union of endpoints to the remote.
+//!
+//! A failed lookup keeps the last good endpoints. A name that is gone
+//! (NXDOMAIN, empty answer) keeps them too, until it has been gone for
+//! `stale_after`: one blip never empties a remote.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use super::{Dns, EndpointSpec, LookupError, Target, read_file_sd};
+use crate::config::DiscoveryConfig;
+use crate::upstream::{Endpoint, Remote};
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum LookupResult {
+    Success,
+    /// NXDOMAIN or an empty answer.
+    Missing,
+    /// Timeout, SERVFAIL, network error.
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    remote: String,
+    result: LookupResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemoteLabels {
+    remote: String,
+}
+
+/// Discovery metric families, registered once.
+#[derive(Clone, Default)]
+pub struct DiscoveryMetrics {
+    lookups: Family<LookupLabels, Counter>,
+    endpoints: Family<RemoteLabels, Gauge>,
+    file_errors: Family<RemoteLabels, Counter>,
+}
+
+impl DiscoveryMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "thanos_fanout_discovery_lookups",
+            "DNS lookups of remote targets, by result (failed lookups keep the last good endpoints)",
+            metrics.lookups.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_endpoints",
+            "Endpoints currently known for a remote",
+            metrics.endpoints.clone(),
+        );
+        registry.register(
+            "thanos_fanout_discovery_file_errors",
+            "file_sd files that could not be read or parsed (the last good targets are kept)",
+            metrics.file_errors.clone(),
+        );
+        metrics
+    }
+
+    fn lookup(&self, remote: &str, result: LookupResult) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                remote: remote.to_owned(),
+                result,
+            })
+            .inc();
+    }
+}
+
+/// What we know about one target.
+#[derive(Debug)]
+struct TargetState {
+    endpoints: Vec<EndpointSpec>,
+    next_refresh: Instant,
+    /// Since when the name has been reported gone, if it is.
+    missing_since: Option<Instant>,
+}
+
+/// Keeps one remote's endpoint set up to date.
+pub struct RemoteDiscovery {
+    remote: Arc<Remote>,
+    dns: Dns,
+    config: DiscoveryConfig,
+    info_timeout: Duration,
+    static_targets: Vec<Target>,
+    files: Vec<PathBuf>,
+    /// Last good text and targets of each file.
+    file_targets: HashMap<PathBuf, (String, Vec<Target>)>,
+    next_file_check: Instant,
+    targets: HashMap<Target, TargetState>,
+    published: Option<BTreeSet<EndpointSpec>>,
+    metrics: DiscoveryMetrics,
+}
+
+impl RemoteDiscovery {
+    pub fn new(
+        remote: Arc<Remote>,
+        dns: Dns,
+        config: DiscoveryConfig,
+        info_timeout: Duration,
+        metrics: DiscoveryMetrics,
+    ) -> Self {
+        let static_targets = remote.targets().to_vec();
+        let files = remote.file_sd().to_vec();
+        Self {
+            remote,
+            dns,
+            config,
+            info_timeout,
+            static_targets,
+            files,
+            file_targets: HashMap::new(),
+            next_file_check: Instant::now(),
+            targets: HashMap::new(),
+            published: None,
+            metrics,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.remote.name
+    }
+
+    /// Re-reads file_sd files whose content changed; a file that cannot be
+    /// read or parsed keeps its last good targets.
+    fn check_files(&mut self, now: Instant) {
+        if now < self.next_file_check {
+            return;
+        }
+        self.next_file_check = now + self.config.file_interval;
+        for path in &self.files {
+            match read_file_sd(path) {
+                Ok((text, targets)) => {
+                    let changed = self
+                        .file_targets
+                        .get(path)
+                        .is_none_or(|(old, _)| *old != text);
+                    if changed {
+                        tracing::info!(remote = %self.remote.name, file = %path.display(), targets = targets.len(), "file_sd targets loaded");
+                        self.file_targets.insert(path.clone(), (text, targets));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(remote = %self.remote.name, %error, "file_sd unreadable; keeping its last targets");
+                    self.metrics
+                        .file_errors
+                        .get_or_create(&RemoteLabels {
+                            remote: self.remote.name.to_string(),
+                        })
+                        .inc();
+                }
+            }
+        }
+    }
+
+    fn all_targets(&self) -> BTreeSet<Target> {
+        self.static_targets
+            .iter()
+            .chain(self.file_targets.values().flat_map(|(_, t)| t))
+            .cloned()
+            .collect()
+    }
+
+    /// One pass: files, due lookups, publication. Returns endpoints that are
+    /// new to the remote (their Info has not been asked yet).
+    pub async fn refresh(&mut self) -> Vec<Arc<Endpoint>> {
+        let now = Instant::now();
+        self.check_files(now);
+        let wanted = self.all_targets();
+        self.targets.retain(|t, _| wanted.contains(t));
+        let due: Vec<Target> = wanted
+            .into_iter()
+            .filter(|t| self.targets.get(t).is_none_or(|s| s.next_refresh <= now))
+            .collect();
+        let dns = &self.dns;
+        let answers =
+            futures::future::join_all(due.iter().map(|t| async move { dns.resolve(t).await }))
+                .await;
+        for (target, answer) in due.into_iter().zip(answers) {
+            self.apply(target, answer, Instant::now());
+        }
+        self.publish()
+    }
+
+    fn apply(
+        &mut self,
+        target: Target,
+        answer: Result<super::dns::Answer, LookupError>,
+        now: Instant,
+    ) {
+        let refresh = self.config.refresh_interval;
+        let name = self.name().to_owned();
+        let state = self.targets.entry(target.clone()).or_insert(TargetState {
+            endpoints: Vec::new(),
+            next_refresh: now,
+            missing_since: None,
+        });
+        match answer {
+            Ok(answer) => {
+                if !target.is_ip() {
+                    self.metrics.lookup(&name, LookupResult::Success);
+                }
+                if state.missing_since.take().is_some() {
+                    tracing::info!(remote = %name, %target, "name resolves again");
+                }
+                // Honour short TTLs, but never hammer the server nor wait
+                // longer than the refresh interval.
+                let ttl = answer.valid_until.saturating_duration_since(now);
+                state.next_refresh = now + ttl.clamp(Duration::from_secs(1), refresh);
+                state.endpoints = answer.endpoints;
+            }
+            Err(LookupError::Failed(error)) => {
+                self.metrics.lookup(&name, LookupResult::Failed);
+                tracing::warn!(remote = %name, %target, %error, kept = state.endpoints.len(), "lookup failed; keeping the last good endpoints");
+                state.next_refresh = now + refresh.min(Duration::from_secs(5));
+            }
+            Err(LookupError::Missing(error)) => {
+                self.metrics.lookup(&name, LookupResult::Missing);
+                let since = *state.missing_since.get_or_insert(now);
+                let gone_for = now.saturating_duration_since(since);
+                if state.endpoints.is_empty() {
+                    tracing::warn!(remote = %name, %target, %error, "name has no endpoints");
+                } else if gone_for >= self.config.stale_after {
+                    tracing::warn!(remote = %name, %target, %error, gone_for = ?gone_for, removed = state.endpoints.len(), "name gone for longer than stale_after; removing its endpoints");
+                    state.endpoints.clear();
+                } else {
+                    tracing::warn!(remote = %name, %target, %error, gone_for = ?gone_for, stale_after = ?self.config.stale_after, "name reported gone; keeping its endpoints until stale_after");
+                }
+                state.next_refresh = now + refresh.min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    fn publish(&mut self) -> Vec<Arc<Endpoint>> {
+        let set: BTreeSet<EndpointSpec> = self
+            .targets
+            .values()
+            .flat_map(|s| s.endpoints.iter().cloned())
+            .collect();
+        if self.published.as_ref() == Some(&set) {
+            return Vec::new();
+        }
+        let specs: Vec<EndpointSpec> = set.iter().cloned().collect();
+        let added = self.remote.set_endpoints(&specs);
+        self.metrics
+            .endpoints
+            .get_or_create(&RemoteLabels {
+                remote: self.remote.name.to_string(),
+            })
+            .set(specs.len() as i64);
+        tracing::info!(
+            remote = %self.remote.name,
+            endpoints = %specs.iter().map(|s| s.dial.to_string()).collect::<Vec<_>>().join(","),
+            "endpoint set changed"
+        );
+        self.published = Some(set);
+        added
+    }
+
+    /// When the next pass is due.
+    fn next_due(&self) -> Instant {
+        self.targets
+            .values()
+            .map(|s| s.next_refresh)
+            .chain((!self.files.is_empty()).then_some(self.next_file_check))
+            .min()
+            .unwrap_or_else(|| Instant::now() + self.config.refresh_interval)
+    }
+
+    /// Runs forever; new endpoints are asked for Info at once.
+    pub async fn run(mut self) {
+        loop {
+            let wake = self
+                .next_due()
+                .max(Instant::now() + Duration::from_millis(100));
+            tokio::time::sleep_until(wake).await;
+            let added = self.refresh().await;
+            let timeout = self.info_timeout;
+            futures::future::join_all(added.iter().map(|e| e.refresh_info(timeout))).await;
+        }
+    }
+}
