@@ -44,6 +44,8 @@ pub enum SeriesScript {
     NormalThenHang,
     /// Send exactly these frames.
     Frames(Vec<SeriesResponse>),
+    /// Send the synthetic answer one frame at a time, this far apart.
+    Drip(Duration),
 }
 
 /// Shared between a fake remote and the test that drives it.
@@ -143,6 +145,16 @@ impl Store for Fake {
             }
             SeriesScript::Frames(frames) => {
                 Box::pin(tokio_stream::iter(frames.into_iter().map(Ok)))
+            }
+            SeriesScript::Drip(every) => {
+                let frames = self.inner.series_frames(request.get_ref())?;
+                Box::pin(futures::StreamExt::then(
+                    tokio_stream::iter(frames),
+                    move |frame| async move {
+                        tokio::time::sleep(every).await;
+                        Ok(frame)
+                    },
+                ))
             }
         };
         Ok(Response::new(Box::pin(Guard {
@@ -273,14 +285,24 @@ pub async fn start_remote(
     caps: Capabilities,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> RemoteHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind remote");
+    start_remote_on(listener, data, caps, tls)
+}
+
+/// Starts a fake remote on a listener the caller bound (any loopback address).
+pub fn start_remote_on(
+    listener: tokio::net::TcpListener,
+    data: Dataset,
+    caps: Capabilities,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> RemoteHandle {
     let fake = Fake {
         inner: SyntheticStore::new(data).with_capabilities(caps),
         script: Arc::new(Script::default()),
     };
     let script = fake.script.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind remote");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_fake(fake, listener, tls, async {

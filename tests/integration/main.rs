@@ -4,6 +4,8 @@
 
 mod cli;
 mod common;
+mod discovery;
+mod dns_server;
 mod info;
 mod labels;
 mod series;
