@@ -155,9 +155,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         background.spawn(async move {
             // First every remote's endpoints, then their Info, then ready.
             futures::future::join_all(discoveries.iter_mut().map(RemoteDiscovery::refresh)).await;
-            for discovery in discoveries {
-                tokio::spawn(discovery.run());
-            }
             upstreams.refresh_all(info.timeout).await;
             let endpoints = upstreams.endpoints();
             let healthy = endpoints.iter().filter(|e| e.queryable().is_some()).count();
@@ -170,8 +167,15 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::Serving)
                 .await;
-            tokio::time::sleep(info.interval).await;
-            upstream::poll_info(upstreams, info.interval, info.timeout).await;
+            // Discovery and Info polling live as long as this task: shutdown
+            // aborts it, and them with it.
+            let discovery =
+                futures::future::join_all(discoveries.into_iter().map(RemoteDiscovery::run));
+            let poll = async {
+                tokio::time::sleep(info.interval).await;
+                upstream::poll_info(upstreams, info.interval, info.timeout).await;
+            };
+            tokio::join!(discovery, poll);
         });
     }
 

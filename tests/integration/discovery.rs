@@ -484,3 +484,45 @@ async fn file_sd_changes_are_picked_up() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(endpoints(&running), [r2.addr.to_string()]);
 }
+
+#[tokio::test]
+async fn aaaa_records_and_short_ttls_are_honoured() {
+    let pki = Pki::new();
+    let v6 = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind ::1");
+    let port = v6.local_addr().expect("addr").port();
+    let r6 = replica_on(v6, &pki, &["a.remote.test"], "6");
+    let v4 = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("same port on 127.0.0.1");
+    let r4 = replica_on(v4, &pki, &["a.remote.test"], "4");
+    let dns = TestDns::start().await;
+    dns.set_ips("a.remote.test", &["::1".parse().expect("ip")], 1);
+    let mut cfg = dns_config(
+        &dns,
+        vec![discovered(
+            "a",
+            &[&format!("dns+a.remote.test:{port}")],
+            Some(tls_by_discovered_name(&pki)),
+        )],
+    );
+    // Long refresh interval: only the 1 s TTL can bring the change in time.
+    cfg.discovery.refresh_interval = Duration::from_secs(600);
+    let running = start_fanout(cfg).await;
+    assert_eq!(endpoints(&running), [format!("[::1]:{port}")]);
+    assert_eq!(healthy(&running), 1, "verified by name over IPv6");
+    dns.set_ips(
+        "a.remote.test",
+        &["::1".parse().expect("ip"), loopback(1)],
+        1,
+    );
+    eventually(
+        "TTL expiry brings the new address",
+        Duration::from_secs(6),
+        || healthy(&running) == 2,
+    )
+    .await;
+    assert_eq!(replicas_answering(&running).await, ["4", "6"]);
+    drop((r4, r6));
+}
