@@ -28,13 +28,14 @@ impl Fanout {
     ) -> Result<LabelNamesResponse, FanoutError> {
         let matchers = labels::compile_all(&req.matchers)
             .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
-        let selected = self.plan(&matchers, req.start, req.end);
+        let plan = self.plan(&matchers, req.start, req.end);
         let abort = aborts(req.partial_response_strategy, req.partial_response_disabled);
+        plan.check_abort(abort)?;
         let limit = req.limit;
         let forward = LabelNamesRequest { hints: None, ..req };
-        let (names, warnings) = gather(
+        let (names, mut warnings) = gather(
             &ctx,
-            selected,
+            plan.selected,
             abort,
             limit,
             Method::LabelNames,
@@ -58,6 +59,7 @@ impl Fanout {
             },
         )
         .await?;
+        warnings.extend(plan.skipped);
         Ok(LabelNamesResponse {
             names,
             warnings,
@@ -81,13 +83,14 @@ impl Fanout {
             // Values of a stripped replica label are, by definition, not there.
             return Ok(LabelValuesResponse::default());
         }
-        let selected = self.plan(&matchers, req.start, req.end);
+        let plan = self.plan(&matchers, req.start, req.end);
         let abort = aborts(req.partial_response_strategy, req.partial_response_disabled);
+        plan.check_abort(abort)?;
         let limit = req.limit;
         let forward = LabelValuesRequest { hints: None, ..req };
-        let (values, warnings) = gather(
+        let (values, mut warnings) = gather(
             &ctx,
-            selected,
+            plan.selected,
             abort,
             limit,
             Method::LabelValues,
@@ -101,6 +104,7 @@ impl Fanout {
             },
         )
         .await?;
+        warnings.extend(plan.skipped);
         Ok(LabelValuesResponse {
             values,
             warnings,

@@ -107,24 +107,57 @@ impl Fanout {
     }
 
     /// Chooses endpoints like the querier chooses stores: healthy (last Info
-    /// succeeded), overlapping in time, and with a compatible external label set.
-    fn plan(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Vec<Selected> {
-        let selected: Vec<Selected> = self
-            .upstreams
-            .endpoints()
-            .into_iter()
-            .filter_map(|endpoint| {
-                let info = endpoint.queryable()?;
-                let overlaps = min_time <= info.max_time && max_time >= info.min_time;
-                (overlaps && label_sets_match(matchers, &info.label_sets))
-                    .then(|| Selected { endpoint, info })
-            })
-            .collect();
+    /// succeeded), overlapping in time, and with a compatible external label
+    /// set. Unhealthy endpoints are not called, but those that would have
+    /// matched (by their last known Info, or any request if they never
+    /// answered) are reported, so a missing cluster is never silent.
+    fn plan(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Plan {
+        let matches = |info: &RemoteInfo| {
+            min_time <= info.max_time
+                && max_time >= info.min_time
+                && label_sets_match(matchers, &info.label_sets)
+        };
+        let mut plan = Plan::default();
+        for endpoint in self.upstreams.endpoints() {
+            let state = endpoint.state();
+            match (&state.info, state.healthy, &state.last_error) {
+                (Some(info), true, _) if matches(info) => plan.selected.push(Selected {
+                    endpoint,
+                    info: info.clone(),
+                }),
+                (info, false, Some(error)) if info.as_deref().is_none_or(matches) => {
+                    plan.skipped.push(format!(
+                        "remote {} ({}): not queried, its last Info call failed: {error}",
+                        endpoint.remote, endpoint.address
+                    ));
+                }
+                _ => {}
+            }
+        }
         tracing::debug!(
-            endpoints = ?selected.iter().map(Selected::name).collect::<Vec<_>>(),
+            endpoints = ?plan.selected.iter().map(Selected::name).collect::<Vec<_>>(),
+            skipped = plan.skipped.len(),
             "planned"
         );
-        selected
+        plan
+    }
+}
+
+/// The endpoints a request goes to, and the matching ones it cannot.
+#[derive(Debug, Default)]
+struct Plan {
+    selected: Vec<Selected>,
+    /// Warnings for unhealthy endpoints that would have matched.
+    skipped: Vec<String>,
+}
+
+impl Plan {
+    /// Under ABORT, an unreachable matching remote fails the call up front.
+    fn check_abort(&self, abort: bool) -> Result<(), FanoutError> {
+        match self.skipped.first() {
+            Some(warning) if abort => Err(FanoutError::Aborted(warning.clone())),
+            _ => Ok(()),
+        }
     }
 }
 

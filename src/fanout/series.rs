@@ -5,6 +5,7 @@
 //! or an ABORT) aborts every endpoint task, which cancels its remote call.
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 use std::pin::Pin;
 
 use futures::Stream;
@@ -66,14 +67,17 @@ impl Fanout {
     ) -> Result<SeriesStream, FanoutError> {
         let matchers = labels::compile_all(&req.matchers)
             .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
-        let selected = self.plan(&matchers, req.min_time, req.max_time);
+        let plan = self.plan(&matchers, req.min_time, req.max_time);
+        let abort = aborts(req.partial_response_strategy, req.partial_response_disabled);
+        plan.check_abort(abort)?;
+        let selected = plan.selected;
         let output = Output {
             limit: req.limit.max(0) as u64,
             batch_size: req.response_batch_size.max(1) as usize,
-            abort: aborts(req.partial_response_strategy, req.partial_response_disabled),
+            abort,
             sent: 0,
             pending: Vec::new(),
-            queued: None,
+            queued: plan.skipped.into(),
             done: false,
             source: Source::Empty,
             _tasks: JoinSet::new(),
@@ -294,8 +298,8 @@ struct Output {
     abort: bool,
     sent: u64,
     pending: Vec<Series>,
-    /// A warning waiting for the pending batch to go out first.
-    queued: Option<String>,
+    /// Warnings waiting to go out (before the next frame).
+    queued: VecDeque<String>,
     done: bool,
     /// Owning the endpoint tasks: dropping the output aborts them.
     _tasks: JoinSet<()>,
@@ -319,7 +323,7 @@ impl Output {
     }
 
     async fn next(&mut self) -> Option<Result<SeriesResponse, FanoutError>> {
-        if let Some(warning) = self.queued.take() {
+        if let Some(warning) = self.queued.pop_front() {
             return Some(Ok(warning_frame(warning)));
         }
         while !self.done {
@@ -342,7 +346,7 @@ impl Output {
                 }
                 Some(Frame::Warning(warning)) => {
                     if let Some(batch) = self.flush() {
-                        self.queued = Some(warning);
+                        self.queued.push_back(warning);
                         return Some(Ok(batch));
                     }
                     return Some(Ok(warning_frame(warning)));

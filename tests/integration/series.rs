@@ -734,3 +734,67 @@ async fn shards_are_applied_locally_for_remotes_that_cannot() {
     assert!(shards[0].iter().all(|i| !shards[1].contains(i)), "disjoint");
     assert_eq!(shards[0].len() + shards[1].len(), 40, "together complete");
 }
+
+#[tokio::test]
+async fn unhealthy_matching_remotes_are_reported_not_silently_skipped() {
+    let a = up_remote("a", None).await;
+    let b = up_remote("b", None).await;
+    let running = start_fanout(config(vec![
+        remote("a", a.addr, None),
+        remote("b", b.addr, None),
+    ]))
+    .await;
+    b.script
+        .info_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let endpoint = running.upstreams.endpoints()[1].clone();
+    eventually("b unhealthy", Duration::from_secs(5), || {
+        endpoint.queryable().is_none()
+    })
+    .await;
+    let mut client = client(&running).await;
+
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("WARN");
+    assert_eq!(answer.label_values("cluster"), ["a"]);
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    assert!(
+        answer.warnings[0].contains("remote b")
+            && answer.warnings[0].contains("not queried")
+            && answer.warnings[0].contains("not ready"),
+        "{}",
+        answer.warnings[0]
+    );
+    assert_eq!(
+        b.script.series_calls(),
+        0,
+        "an unhealthy endpoint is not called"
+    );
+    // Its last known labels still prune: a query for cluster a does not mention b.
+    let answer = call_series(
+        &mut client,
+        request(vec![eq("__name__", "up"), eq("cluster", "a")]),
+    )
+    .await
+    .expect("WARN");
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+
+    let mut req = request(vec![eq("__name__", "up")]);
+    req.partial_response_strategy = PartialResponseStrategy::Abort as i32;
+    let err = call_series(&mut client, req).await.expect_err("ABORT");
+    assert_eq!(err.code(), Code::Aborted);
+    assert!(err.message().contains("remote b"), "{}", err.message());
+    let values = client
+        .label_values(thanos_fanout::proto::thanos::LabelValuesRequest {
+            label: "cluster".into(),
+            start: 0,
+            end: MINUTE,
+            ..Default::default()
+        })
+        .await
+        .expect("values")
+        .into_inner();
+    assert_eq!(values.values, ["a"]);
+    assert_eq!(values.warnings.len(), 1, "{:?}", values.warnings);
+}

@@ -72,6 +72,13 @@ async fn wrong_ca_says_unknown_authority() {
         .expect("series");
     assert!(answer.series.is_empty());
     assert_eq!(r.script.series_calls(), 0);
+    // The query says which remote is missing and why.
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    assert!(
+        answer.warnings[0].contains("remote a") && answer.warnings[0].contains("unknown authority"),
+        "{}",
+        answer.warnings[0]
+    );
 }
 
 #[tokio::test]
