@@ -62,6 +62,19 @@ fn discovered(name: &str, targets: &[&str], tls: Option<TlsConfig>) -> RemoteCon
     r
 }
 
+/// The aggregator with one remote `a` found through `target`, verified by the discovered name.
+async fn fanout_discovering(dns: &TestDns, pki: &Pki, target: &str) -> Running {
+    start_fanout(dns_config(
+        dns,
+        vec![discovered(
+            "a",
+            &[target],
+            Some(tls_by_discovered_name(pki)),
+        )],
+    ))
+    .await
+}
+
 fn endpoints(running: &Running) -> Vec<String> {
     let mut e: Vec<String> = running
         .upstreams
@@ -109,15 +122,7 @@ async fn srv_with_two_targets_on_different_ports_verified_by_name() {
     );
     dns.set_ips("a1.remote.test", &[loopback(1)], 30);
     dns.set_ips("a2.remote.test", &[loopback(1)], 30);
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &["dnssrv+_grpc._tcp.a.remote.test"],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running = fanout_discovering(&dns, &pki, "dnssrv+_grpc._tcp.a.remote.test").await;
     let mut expected = vec![r1.addr.to_string(), r2.addr.to_string()];
     expected.sort();
     assert_eq!(endpoints(&running), expected);
@@ -161,29 +166,13 @@ async fn a_record_with_three_addresses_and_a_cname() {
         &[loopback(1), loopback(2), loopback(3)],
         30,
     );
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &[&format!("dns+multi.remote.test:{port}")],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running = fanout_discovering(&dns, &pki, &format!("dns+multi.remote.test:{port}")).await;
     assert_eq!(endpoints(&running).len(), 3);
     assert_eq!(healthy(&running), 3);
     assert_eq!(replicas_answering(&running).await, ["1", "2", "3"]);
     // A plain host:port name is resolved the same way.
     drop(running);
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &[&format!("multi.remote.test:{port}")],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running = fanout_discovering(&dns, &pki, &format!("multi.remote.test:{port}")).await;
     assert_eq!(healthy(&running), 3);
     drop(remotes);
 }
@@ -209,15 +198,8 @@ async fn server_name_override_applies_to_every_discovered_endpoint() {
         "override.example"
     );
     // Without the override the discovered name is verified, and this certificate lacks it.
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &[&format!("dns+a.remote.test:{}", r.addr.port())],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running =
+        fanout_discovering(&dns, &pki, &format!("dns+a.remote.test:{}", r.addr.port())).await;
     let error = running.upstreams.endpoints()[0]
         .state()
         .last_error
@@ -245,15 +227,7 @@ async fn endpoints_come_and_go_while_a_stream_to_a_survivor_flows() {
         ],
         1,
     );
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &[&format!("dnssrv+{srv}")],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running = fanout_discovering(&dns, &pki, &format!("dnssrv+{srv}")).await;
     assert_eq!(healthy(&running), 2);
 
     // A long stream from replica 1: 20 series, one every 100 ms.
@@ -344,15 +318,8 @@ async fn resolver_down_keeps_the_last_good_endpoints() {
     let r = replica(&pki, &["a.remote.test"], "1").await;
     let mut dns = TestDns::start().await;
     dns.set_ips("a.remote.test", &[loopback(1)], 1);
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &[&format!("dns+a.remote.test:{}", r.addr.port())],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running =
+        fanout_discovering(&dns, &pki, &format!("dns+a.remote.test:{}", r.addr.port())).await;
     assert_eq!(healthy(&running), 1);
     // SERVFAIL, then no server at all, for several refresh intervals.
     dns.servfail(true);
@@ -438,15 +405,7 @@ async fn dnssrvnoa_dials_the_srv_target_name() {
         30,
     );
     dns.set_ips("a1.remote.test", &[loopback(1)], 30);
-    let running = start_fanout(dns_config(
-        &dns,
-        vec![discovered(
-            "a",
-            &["dnssrvnoa+_grpc._tcp.a.remote.test"],
-            Some(tls_by_discovered_name(&pki)),
-        )],
-    ))
-    .await;
+    let running = fanout_discovering(&dns, &pki, "dnssrvnoa+_grpc._tcp.a.remote.test").await;
     assert_eq!(
         endpoints(&running),
         [format!("a1.remote.test:{}", r.addr.port())]
