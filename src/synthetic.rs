@@ -105,7 +105,8 @@ impl Dataset {
         for (i, instance) in ["api-0", "api-1", "api-2"].into_iter().enumerate() {
             for (j, method) in ["GET", "POST"].into_iter().enumerate() {
                 for (k, code) in ["200", "500"].into_iter().enumerate() {
-                    let rate = (10 - 3 * k as i64 - j as i64 + i as i64) as f64 / 10.0;
+                    // Whole requests per scrape, so counters read as counts.
+                    let per_step = (10 - 3 * k as i64 - j as i64 + i as i64) as f64;
                     // api-1 restarts every two hours: its counters reset.
                     let period = if i == 1 { 2 * 3600 * 1000 } else { i64::MAX };
                     series.push(SampleSeries {
@@ -117,7 +118,7 @@ impl Dataset {
                             ("code", code),
                         ]),
                         samples: times()
-                            .map(|t| (t, (((t - start) % period) / STEP) as f64 * rate * 15.0))
+                            .map(|t| (t, (((t - start) % period) / STEP) as f64 * per_step))
                             .collect(),
                     });
                 }
