@@ -798,3 +798,42 @@ async fn unhealthy_matching_remotes_are_reported_not_silently_skipped() {
     assert_eq!(values.values, ["a"]);
     assert_eq!(values.warnings.len(), 1, "{:?}", values.warnings);
 }
+
+#[tokio::test]
+async fn large_batched_merge_stays_sorted() {
+    let mut remotes = Vec::new();
+    for (cluster, replica) in [("a", "0"), ("a", "1"), ("b", ""), ("c", "")] {
+        let many: Vec<_> = (0..3000)
+            .map(|i| {
+                series(
+                    &[("__name__", "load_series"), ("shard", &format!("{i:05}"))],
+                    samples(0, MINUTE, |_| 1.0),
+                )
+            })
+            .collect();
+        let ext: Vec<(&str, &str)> = if replica.is_empty() {
+            vec![("cluster", cluster)]
+        } else {
+            vec![("cluster", cluster), ("replica", replica)]
+        };
+        remotes.push(start_remote(dataset(&ext, many), Capabilities::default(), None).await);
+    }
+    let running = start_fanout(config(
+        remotes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| remote(&format!("r{i}"), r.addr, None))
+            .collect(),
+    ))
+    .await;
+    let mut client = client(&running).await;
+    for (skip_chunks, batch) in [(true, 64), (false, 64), (true, 0)] {
+        let mut req = request(vec![eq("__name__", "load_series")]);
+        req.skip_chunks = skip_chunks;
+        req.response_batch_size = batch;
+        let answer = call_series(&mut client, req).await.expect("series");
+        assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+        assert_eq!(answer.series.len(), 12_000);
+        assert_sorted(&answer.series);
+    }
+}
