@@ -17,6 +17,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::discovery::Target;
 
+/// Top-level sections, the only names `FANOUT_*` variables may start with.
+const SECTIONS: &[&str] = &[
+    "grpc",
+    "http",
+    "log",
+    "info",
+    "fanout",
+    "discovery",
+    "remotes",
+];
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -257,7 +268,16 @@ impl Config {
             })?;
             figment = figment.merge(Yaml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("FANOUT_").split("__"));
+        // Only FANOUT_<section>__<key> is config: other FANOUT_* variables
+        // (FANOUT_CONFIG for the flag, a tool's FANOUT_BIN, Kubernetes service
+        // links for a Service named "fanout") must not fail start-up. Unknown
+        // keys inside a known section are still errors.
+        figment = figment.merge(Env::prefixed("FANOUT_").split("__").filter(|key| {
+            // The key may or may not be split into dots yet; no
+            // section name has an underscore.
+            let section = key.as_str().split(['.', '_']).next().unwrap_or_default();
+            SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+        }));
         let flags = [
             ("grpc.listen", overrides.grpc_listen.clone()),
             ("http.listen", overrides.http_listen.clone()),
@@ -448,6 +468,31 @@ mod tests {
         let config = Config::load(Some(&path), &overrides).expect("loads");
         assert_eq!(config.grpc.listen, "127.0.0.1:2");
         assert_eq!(config.http.listen, "0.0.0.0:10902");
+    }
+
+    #[test]
+    // figment::Jail fixes the closure's error type; it is a test.
+    #[allow(clippy::result_large_err)]
+    fn environment_overrides_only_config_sections() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FANOUT_GRPC__LISTEN", "127.0.0.1:7");
+            jail.set_env("FANOUT_DISCOVERY__STALE_AFTER", "1m");
+            // Not config: must not fail start-up.
+            jail.set_env("FANOUT_BIN", "/usr/bin/thanos-fanout");
+            jail.set_env("FANOUT_CONFIG", "/etc/fanout.yaml");
+            jail.set_env("FANOUT_SERVICE_HOST", "10.0.0.1");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.grpc.listen, "127.0.0.1:7");
+            assert_eq!(config.discovery.stale_after, Duration::from_secs(60));
+            // A typo inside a known section is still an error.
+            jail.set_env("FANOUT_GRPC__LISEN", "x");
+            let err = Config::load(None, &Overrides::default()).expect_err("unknown key");
+            assert!(
+                err.to_string().contains("LISEN") || err.to_string().contains("lisen"),
+                "{err}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

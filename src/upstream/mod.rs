@@ -405,6 +405,11 @@ pub async fn poll_info(upstreams: Arc<Upstreams>, interval: Duration, timeout: D
 /// A gRPC status with everything known about its cause, for warnings and logs.
 pub fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
+    // An ingress or proxy error page instead of a gRPC answer: the first
+    // byte of HTML ('<' = 60) is read as the gRPC compression flag.
+    if status.message().contains("invalid compression flag: 60") {
+        text.push_str(" (the remote answered with HTML, not gRPC: an error page from a proxy or ingress in front of it?)");
+    }
     if let Some(source) = std::error::Error::source(status) {
         let cause = tls::describe(source);
         if !text.contains(&cause) {
@@ -413,4 +418,22 @@ pub fn describe_status(status: &tonic::Status) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_error_pages_are_called_out() {
+        let status = tonic::Status::internal(
+            "protocol error: received message with invalid compression flag: 60 (valid flags are 0 and 1) while receiving response with status: 502 Bad Gateway",
+        );
+        let text = describe_status(&status);
+        assert!(
+            text.contains("502 Bad Gateway") && text.contains("answered with HTML"),
+            "{text}"
+        );
+        assert!(!describe_status(&tonic::Status::unavailable("down")).contains("HTML"));
+    }
 }

@@ -501,7 +501,7 @@ func collectSeries(t *testing.T, conn *grpc.ClientConn, req *storepb.SeriesReque
 func trySeries(conn *grpc.ClientConn, req *storepb.SeriesRequest) (seriesResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	stream, err := storepb.NewStoreClient(conn).Series(ctx, req)
+	stream, err := storepb.NewStoreClient(conn).Series(ctx, req, grpc.ForceCodec(ownedCodec{}))
 	if err != nil {
 		return seriesResult{}, err
 	}
@@ -517,11 +517,11 @@ func trySeries(conn *grpc.ClientConn, req *storepb.SeriesRequest) (seriesResult,
 		switch {
 		case r.GetSeries() != nil:
 			res.singles++
-			res.series = append(res.series, owned(*r.GetSeries()))
+			res.series = append(res.series, *r.GetSeries())
 		case r.GetBatch() != nil:
 			res.batches = append(res.batches, len(r.GetBatch().Series))
 			for _, s := range r.GetBatch().Series {
-				res.series = append(res.series, owned(*s))
+				res.series = append(res.series, *s)
 			}
 		case r.GetWarning() != "":
 			res.warnings = append(res.warnings, r.GetWarning())
@@ -529,15 +529,19 @@ func trySeries(conn *grpc.ClientConn, req *storepb.SeriesRequest) (seriesResult,
 	}
 }
 
-// owned copies a series' label strings: Thanos' ZLabel decodes without
-// copying, into buffers gRPC reuses once the next message is received.
-func owned(s storepb.Series) storepb.Series {
-	ls := make([]labelpb.ZLabel, len(s.Labels))
-	for i, l := range s.Labels {
-		ls[i] = labelpb.ZLabel{Name: strings.Clone(l.Name), Value: strings.Clone(l.Value)}
-	}
-	s.Labels = ls
-	return s
+// ownedCodec decodes each message from a copy the test owns: Thanos' ZLabel
+// strings point into the bytes they were decoded from, and gRPC recycles its
+// receive buffers as soon as a message is handed over.
+type ownedCodec struct{}
+
+func (ownedCodec) Name() string { return "proto" }
+
+func (ownedCodec) Marshal(v any) ([]byte, error) {
+	return v.(interface{ Marshal() ([]byte, error) }).Marshal()
+}
+
+func (ownedCodec) Unmarshal(data []byte, v any) error {
+	return v.(interface{ Unmarshal([]byte) error }).Unmarshal(append([]byte(nil), data...))
 }
 
 func labelValue(s storepb.Series, name string) string {

@@ -1021,7 +1021,9 @@ func (p *process) start() error {
 	fmt.Fprintf(logFile, "=== %s interop: starting %s %s\n", time.Now().Format(time.RFC3339Nano), p.path, strings.Join(p.args, " "))
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Dir = p.dir
-	cmd.Env = childEnv()
+	// Inherits FANOUT_BIN on purpose: thanos-fanout must ignore FANOUT_*
+	// variables that are not config sections.
+	cmd.Env = os.Environ()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Own process group, so that it can be killed whole (nginx's workers);
 	// SIGKILL when the test binary dies.
@@ -1132,15 +1134,6 @@ func (p *process) stop(grace time.Duration) error {
 		<-exited
 	}
 	return err
-}
-
-// childEnv is the test's environment without FANOUT_* variables:
-// thanos-fanout reads FANOUT_* as configuration and rejects unknown keys, so
-// an inherited FANOUT_BIN would stop it from starting.
-func childEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "FANOUT_")
-	})
 }
 
 func isClosed(ch chan struct{}) bool {
