@@ -116,8 +116,9 @@ impl RemoteFamilies {
             remote: remote.to_owned(),
             endpoint: endpoint.to_owned(),
         };
+        // Indexed like Outcome::ALL.
         let call = |method| {
-            let mut by_outcome = Outcome::ALL.map(|outcome| {
+            Outcome::ALL.map(|outcome| {
                 self.calls
                     .get_or_create(&CallLabels {
                         remote: remote.to_owned(),
@@ -125,10 +126,7 @@ impl RemoteFamilies {
                         outcome,
                     })
                     .clone()
-            });
-            // Order matches Outcome::ALL.
-            by_outcome.rotate_left(0);
-            by_outcome
+            })
         };
         EndpointMetrics {
             up: self.up.get_or_create(&labels).clone(),

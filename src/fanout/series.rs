@@ -80,7 +80,7 @@ impl Fanout {
             queued: plan.skipped.into(),
             done: false,
             source: Source::Empty,
-            _tasks: JoinSet::new(),
+            tasks: JoinSet::new(),
         };
         if selected.is_empty() {
             return Ok(output.into_stream());
@@ -129,7 +129,7 @@ impl Fanout {
         };
         Ok(Output {
             source,
-            _tasks: tasks,
+            tasks,
             ..output
         }
         .into_stream())
@@ -302,7 +302,7 @@ struct Output {
     queued: VecDeque<String>,
     done: bool,
     /// Owning the endpoint tasks: dropping the output aborts them.
-    _tasks: JoinSet<()>,
+    tasks: JoinSet<()>,
 }
 
 impl Output {
@@ -337,11 +337,11 @@ impl Output {
                 None => {
                     self.done = true;
                     self.source = Source::Empty;
-                    self._tasks.abort_all();
+                    self.tasks.abort_all();
                 }
                 Some(Frame::Warning(warning)) if self.abort => {
                     self.done = true;
-                    self._tasks.abort_all();
+                    self.tasks.abort_all();
                     return Some(Err(FanoutError::Aborted(warning)));
                 }
                 Some(Frame::Warning(warning)) => {

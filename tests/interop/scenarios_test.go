@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -276,12 +275,10 @@ func TestStoresPageShowsOneHealthyStoreWithAllClusters(t *testing.T) {
 // seriesCalls reads thanos-fanout's successful Series calls per remote.
 func seriesCalls(t *testing.T, base string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
+	body, err := httpGet(context.Background(), base+"/metrics")
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	re := regexp.MustCompile(`(?m)^thanos_fanout_remote_calls_total\{remote="([^"]+)",method="Series",outcome="Success"\} (\S+)$`)
 	out := map[string]float64{}
 	for _, m := range re.FindAllStringSubmatch(string(body), -1) {

@@ -239,25 +239,16 @@ func APIGet(ctx context.Context, base, path string, params url.Values) (*APIResp
 	if len(params) > 0 {
 		u += "?" + params.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	status, body, err := fetch(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: reading body: %w", u, err)
+		return nil, err
 	}
 	var r APIResponse
 	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("GET %s: %s: not an API answer: %w: %.300s", u, resp.Status, err, body)
+		return nil, fmt.Errorf("GET %s: %s: not an API answer: %w: %.300s", u, status, err, body)
 	}
 	if r.Status != "success" {
-		return &r, fmt.Errorf("GET %s: %s: %s: %s", u, resp.Status, r.ErrorType, r.Error)
+		return &r, fmt.Errorf("GET %s: %s: %s: %s", u, status, r.ErrorType, r.Error)
 	}
 	return &r, nil
 }
@@ -1150,22 +1141,31 @@ func isClosed(ch chan struct{}) bool {
 
 var httpClient = &http.Client{Timeout: 2 * time.Minute}
 
-func httpGet(ctx context.Context, u string) ([]byte, error) {
+// fetch GETs u and returns the status line and the whole body.
+func fetch(ctx context.Context, u string) (status string, body []byte, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
+		return "", nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
+		return "", nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err = io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: reading body: %w", u, err)
+		return resp.Status, nil, fmt.Errorf("GET %s: reading body: %w", u, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return body, fmt.Errorf("GET %s: %s: %.200s", u, resp.Status, body)
+	return resp.Status, body, nil
+}
+
+func httpGet(ctx context.Context, u string) ([]byte, error) {
+	status, body, err := fetch(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(status, "200") {
+		return body, fmt.Errorf("GET %s: %s: %.200s", u, status, body)
 	}
 	return body, nil
 }
