@@ -420,6 +420,28 @@ mod tests {
         assert!(!config.remotes.is_empty());
     }
 
+    /// The configs shipped in deploy/ and shown in the README follow the schema.
+    #[test]
+    fn shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest =
+            std::fs::read_to_string(root.join("deploy/configmap.yaml")).expect("configmap");
+        let configmap: serde_yaml::Value = serde_yaml::from_str(&manifest).expect("yaml");
+        let embedded = configmap["data"]["config.yaml"]
+            .as_str()
+            .expect("data.config.yaml");
+        load_str(embedded).expect("deploy/configmap.yaml config loads");
+
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("readme");
+        let section = &readme[readme.find("## Configuration").expect("section")..];
+        let block = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a yaml block");
+        load_str(block).expect("README config example loads");
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = load_str("grpc:\n  lisen: \"0.0.0.0:1\"\n").expect_err("unknown key");
