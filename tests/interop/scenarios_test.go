@@ -101,8 +101,8 @@ func compareAPI(t *testing.T, what, path string, params url.Values) {
 	if !reflect.DeepEqual(g, w) {
 		gs, _ := json.MarshalIndent(g, "", " ")
 		ws, _ := json.MarshalIndent(w, "", " ")
-		t.Errorf("%s: answers differ\n--- through thanos-fanout (%d bytes)\n%s\n--- direct (%d bytes)\n%s",
-			what, len(gs), truncate(string(gs)), len(ws), truncate(string(ws)))
+		t.Errorf("%s: answers differ\n%s\n--- through thanos-fanout (%d bytes)\n%s\n--- direct (%d bytes)\n%s",
+			what, sideBySide(string(gs), string(ws)), len(gs), truncate(string(gs)), len(ws), truncate(string(ws)))
 		return
 	}
 	if isEmptyResult(g) {
@@ -123,6 +123,32 @@ func isEmptyResult(v any) bool {
 		return len(x) == 0
 	}
 	return false
+}
+
+// sideBySide shows the first differing lines of two answers, with context,
+// through thanos-fanout on the left and direct on the right.
+func sideBySide(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	first := 0
+	for first < len(g) && first < len(w) && g[first] == w[first] {
+		first++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "first difference at line %d (left: through thanos-fanout, right: direct)\n", first+1)
+	line := func(lines []string, i int) string {
+		if i < len(lines) {
+			return lines[i]
+		}
+		return "<end>"
+	}
+	for i := max(0, first-3); i < first+12 && (i < len(g) || i < len(w)); i++ {
+		mark := " "
+		if line(g, i) != line(w, i) {
+			mark = "|"
+		}
+		fmt.Fprintf(&b, "%5d %-60.60s %s %.60s\n", i+1, line(g, i), mark, line(w, i))
+	}
+	return b.String()
 }
 
 func truncate(s string) string {
