@@ -8,6 +8,25 @@ use tonic::Code;
 
 use crate::common::*;
 
+/// A LabelNames request over the data's minute.
+fn names_req() -> LabelNamesRequest {
+    LabelNamesRequest {
+        start: 0,
+        end: MINUTE,
+        ..Default::default()
+    }
+}
+
+/// A LabelValues request for `label` over the data's minute.
+fn values_req(label: &str) -> LabelValuesRequest {
+    LabelValuesRequest {
+        label: label.into(),
+        start: 0,
+        end: MINUTE,
+        ..Default::default()
+    }
+}
+
 async fn two_remotes() -> (Vec<RemoteHandle>, thanos_fanout::app::Running) {
     let a = dataset(
         &[("cluster", "a")],
@@ -51,11 +70,7 @@ async fn label_names_and_values_merge_sorted_unique() {
     let mut client = client(&running).await;
 
     let names = client
-        .label_names(LabelNamesRequest {
-            start: 0,
-            end: MINUTE,
-            ..Default::default()
-        })
+        .label_names(names_req())
         .await
         .expect("names")
         .into_inner();
@@ -63,12 +78,7 @@ async fn label_names_and_values_merge_sorted_unique() {
     assert!(names.warnings.is_empty());
 
     let values = client
-        .label_values(LabelValuesRequest {
-            label: "__name__".into(),
-            start: 0,
-            end: MINUTE,
-            ..Default::default()
-        })
+        .label_values(values_req("__name__"))
         .await
         .expect("values")
         .into_inner();
@@ -79,11 +89,8 @@ async fn label_names_and_values_merge_sorted_unique() {
 
     let limited = client
         .label_values(LabelValuesRequest {
-            label: "__name__".into(),
-            start: 0,
-            end: MINUTE,
             limit: 2,
-            ..Default::default()
+            ..values_req("__name__")
         })
         .await
         .expect("values")
@@ -92,10 +99,8 @@ async fn label_names_and_values_merge_sorted_unique() {
 
     let limited = client
         .label_names(LabelNamesRequest {
-            start: 0,
-            end: MINUTE,
             limit: 3,
-            ..Default::default()
+            ..names_req()
         })
         .await
         .expect("names")
@@ -105,11 +110,8 @@ async fn label_names_and_values_merge_sorted_unique() {
     // Matchers on external labels prune; values of a replica label are empty.
     let only_b = client
         .label_values(LabelValuesRequest {
-            label: "job".into(),
-            start: 0,
-            end: MINUTE,
             matchers: vec![eq("cluster", "b")],
-            ..Default::default()
+            ..values_req("job")
         })
         .await
         .expect("values")
@@ -117,11 +119,8 @@ async fn label_names_and_values_merge_sorted_unique() {
     assert_eq!(only_b.values, ["db"]);
     let replica = client
         .label_values(LabelValuesRequest {
-            label: "cluster".into(),
-            start: 0,
-            end: MINUTE,
             without_replica_labels: vec!["cluster".into()],
-            ..Default::default()
+            ..values_req("cluster")
         })
         .await
         .expect("values")
@@ -129,10 +128,8 @@ async fn label_names_and_values_merge_sorted_unique() {
     assert!(replica.values.is_empty());
     let names = client
         .label_names(LabelNamesRequest {
-            start: 0,
-            end: MINUTE,
             without_replica_labels: vec!["cluster".into()],
-            ..Default::default()
+            ..names_req()
         })
         .await
         .expect("names")
@@ -149,12 +146,7 @@ async fn failing_remote_is_a_warning_or_an_abort() {
     let mut client = client(&running).await;
 
     let warn = client
-        .label_values(LabelValuesRequest {
-            label: "__name__".into(),
-            start: 0,
-            end: MINUTE,
-            ..Default::default()
-        })
+        .label_values(values_req("__name__"))
         .await
         .expect("WARN succeeds")
         .into_inner();
@@ -168,10 +160,8 @@ async fn failing_remote_is_a_warning_or_an_abort() {
 
     let abort = client
         .label_names(LabelNamesRequest {
-            start: 0,
-            end: MINUTE,
             partial_response_strategy: PartialResponseStrategy::Abort as i32,
-            ..Default::default()
+            ..names_req()
         })
         .await
         .expect_err("ABORT fails");
@@ -184,11 +174,7 @@ async fn invalid_label_requests_are_rejected() {
     let (_remotes, running) = two_remotes().await;
     let mut client = client(&running).await;
     let err = client
-        .label_values(LabelValuesRequest {
-            start: 0,
-            end: MINUTE,
-            ..Default::default()
-        })
+        .label_values(values_req(""))
         .await
         .expect_err("empty label");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -199,7 +185,7 @@ async fn invalid_label_requests_are_rejected() {
                 "x",
                 "[",
             )],
-            ..Default::default()
+            ..names_req()
         })
         .await
         .expect_err("bad regex");
