@@ -150,7 +150,9 @@ async fn main() {
     config.grpc.listen = "127.0.0.1:0".into();
     config.http.listen = "127.0.0.1:0".into();
     config.remotes = remotes;
-    let running = app::start(config).await.expect("start");
+    let running = app::start(config.validate(None).expect("valid config"))
+        .await
+        .expect("start");
     running.ready.wait().await;
     let mut client = StoreClient::connect(format!("http://{}", running.grpc_addr))
         .await

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::Readiness;
-use crate::config::Config;
+use crate::config::ValidConfig;
 use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
 use crate::fanout::Fanout;
 use crate::metrics::{RemoteFamilies, ServerMetrics};
@@ -108,8 +108,8 @@ async fn bind(what: &'static str, address: &str) -> Result<(TcpListener, SocketA
     Ok((listener, local))
 }
 
-/// Builds everything from `config` and starts serving.
-pub async fn start(config: Config) -> Result<Running, AppError> {
+/// Builds everything from a validated `config` and starts serving.
+pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
     tls::install_crypto_provider();
     let mut registry = Registry::default();
     let families = RemoteFamilies::register(&mut registry);
@@ -121,7 +121,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     )
     .map_err(AppError::Resolver)?;
     // Certificates and targets are checked here, before any port is bound.
-    let upstreams = Arc::new(Upstreams::build(&config.remotes, &families, &dns)?);
+    let upstreams = Arc::new(Upstreams::build(
+        &config.remotes,
+        &families,
+        &dns,
+        config.fanout.streams_per_connection,
+    )?);
     let mut discoveries: Vec<RemoteDiscovery> = upstreams
         .remotes
         .iter()

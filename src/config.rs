@@ -2,12 +2,14 @@
 //! variables (`__` nests) < command-line flags, layered with figment.
 //!
 //! Unknown keys are errors. [`Config::validate`] checks everything that can be
-//! checked without touching the network, so a bad config exits before any port
-//! is bound; certificates are loaded when the remotes are built, also before
+//! checked without touching the network and returns a [`ValidConfig`], the
+//! only form the service starts from, so a bad config exits before any port is
+//! bound; certificates are loaded when the remotes are built, also before
 //! binding.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ const SECTIONS: &[&str] = &[
     "discovery",
     "remotes",
 ];
+
+/// Upper bound for `fanout.streams_per_connection`.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 1000;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -126,11 +131,18 @@ impl Default for InfoConfig {
 pub struct FanoutConfig {
     /// Frames buffered per remote stream ahead of the merge; bounds memory per call.
     pub buffer_frames: usize,
+    /// Series streams one connection to an endpoint carries at most; more
+    /// concurrent streams open more connections. Keep it below the remote's
+    /// (or its ingress's) HTTP/2 max concurrent streams.
+    pub streams_per_connection: usize,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
-        Self { buffer_frames: 64 }
+        Self {
+            buffer_frames: 64,
+            streams_per_connection: 16,
+        }
     }
 }
 
@@ -186,7 +198,10 @@ pub struct RemoteConfig {
     /// Prometheus file_sd files (JSON or YAML) listing more targets; re-read on change.
     #[serde(default)]
     pub file_sd: Vec<PathBuf>,
-    /// Limit for one call to this remote.
+    /// Longest wait for the remote to make progress: for a Series stream, from
+    /// the request or the last frame to the next frame, counted only while we
+    /// are ready to take it; for Info, LabelNames and LabelValues, the whole
+    /// call. The caller's own deadline bounds every call as a whole.
     #[serde(with = "humantime_serde", default = "default_remote_timeout")]
     pub timeout: Duration,
     /// Limit for establishing a connection (TCP and TLS handshake).
@@ -258,7 +273,7 @@ pub struct Overrides {
 
 impl Config {
     /// Loads and validates the layered configuration.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<ValidConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             // figment treats a missing file as empty; a typo'd path must fail.
@@ -292,12 +307,17 @@ impl Config {
             figment = figment.merge(Serialized::default("log.format", format));
         }
         let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate(file)?;
-        Ok(config)
+        config.validate(file)
     }
 
-    /// Checks what serde cannot: addresses, durations, names, targets, TLS key pairs.
-    pub fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
+    /// Checks what serde cannot: addresses, durations, names, targets, TLS key
+    /// pairs. `file` only names the origin in errors.
+    pub fn validate(self, file: Option<&Path>) -> Result<ValidConfig, ConfigError> {
+        self.check(file)?;
+        Ok(ValidConfig(self))
+    }
+
+    fn check(&self, file: Option<&Path>) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid {
             file: file.map(Path::to_owned),
             key,
@@ -337,10 +357,23 @@ impl Config {
                 )
             })?;
         }
-        if self.fanout.buffer_frames == 0 {
+        for (key, n) in [
+            ("fanout.buffer_frames", self.fanout.buffer_frames),
+            (
+                "fanout.streams_per_connection",
+                self.fanout.streams_per_connection,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
+        // Each connection's HTTP/2 window covers all its streams' windows,
+        // and HTTP/2 windows end at 2 GiB.
+        if self.fanout.streams_per_connection > MAX_STREAMS_PER_CONNECTION {
             return Err(invalid(
-                "fanout.buffer_frames".into(),
-                "must be at least 1".into(),
+                "fanout.streams_per_connection".into(),
+                format!("must be at most {MAX_STREAMS_PER_CONNECTION}"),
             ));
         }
         let mut names = HashSet::new();
@@ -355,10 +388,10 @@ impl Config {
                     format!("duplicate remote name {:?}", remote.name),
                 ));
             }
-            if remote.targets.is_empty() {
+            if remote.targets.is_empty() && remote.file_sd.is_empty() {
                 return Err(invalid(
                     key("targets"),
-                    "at least one target is required".into(),
+                    "at least one target or file_sd file is required".into(),
                 ));
             }
             for target in &remote.targets {
@@ -402,11 +435,30 @@ impl Config {
     }
 }
 
+/// A configuration that passed [`Config::validate`]. The service starts only
+/// from this, so what validation accepts and what runs cannot disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(Config);
+
+impl ValidConfig {
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
+impl Deref for ValidConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+    fn load_str(yaml: &str) -> Result<ValidConfig, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write");
@@ -515,6 +567,23 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn remote_with_only_file_sd_is_valid() {
+        let config = load_str("remotes:\n  - {name: east, file_sd: [/etc/fanout/east.yaml]}\n")
+            .expect("file_sd alone is enough");
+        assert_eq!(config.remotes[0].file_sd.len(), 1);
+    }
+
+    #[test]
+    fn remote_without_targets_or_file_sd_is_named() {
+        let err = load_str("remotes:\n  - {name: east}\n").expect_err("nothing to query");
+        let text = err.to_string();
+        assert!(
+            text.contains("remotes[0] (east).targets") && text.contains("file_sd"),
+            "{text}"
+        );
     }
 
     #[test]

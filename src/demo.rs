@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::app::{self, AppError};
 use crate::certs::{Authority, Pem};
-use crate::config::{Config, RemoteConfig, TlsConfig};
+use crate::config::{ConfigError, RemoteConfig, TlsConfig, ValidConfig};
 use crate::labels;
 use crate::proto::thanos::store_client::StoreClient;
 use crate::proto::thanos::{
@@ -33,12 +33,15 @@ pub enum DemoError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error("demo config: {0}")]
+    Config(#[from] ConfigError),
     #[error("self-check query failed: {0}")]
     Check(String),
 }
 
 /// Runs the demo until Ctrl-C, or only the self-check when `once`.
-pub async fn run(mut config: Config, once: bool) -> Result<(), DemoError> {
+pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
+    let mut config = config.into_inner();
     crate::tls::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("thanos-fanout-demo-{}", std::process::id()));
     let files = |source| DemoError::Files {
@@ -91,7 +94,8 @@ pub async fn run(mut config: Config, once: bool) -> Result<(), DemoError> {
             authority: None,
         });
     }
-    let running = app::start(config).await?;
+    // The demo's own remotes go through the same validation as a user's.
+    let running = app::start(config.validate(None)?).await?;
     running.ready.wait().await;
     let grpc = running.grpc_addr;
     let summary = self_check(&format!("http://{}", loopback(grpc))).await?;

@@ -64,6 +64,7 @@ struct RequestLabels {
 #[derive(Clone)]
 pub struct RemoteFamilies {
     up: Family<EndpointLabels, Gauge>,
+    connections: Family<EndpointLabels, Gauge>,
     info_failures: Family<EndpointLabels, Counter>,
     calls: Family<CallLabels, Counter>,
     series_received: Family<RemoteLabels, Counter>,
@@ -73,6 +74,7 @@ impl RemoteFamilies {
     pub fn register(registry: &mut Registry) -> Self {
         let families = Self {
             up: Family::default(),
+            connections: Family::default(),
             info_failures: Family::default(),
             calls: Family::default(),
             series_received: Family::default(),
@@ -81,6 +83,11 @@ impl RemoteFamilies {
             "thanos_fanout_remote_endpoint_up",
             "Whether the endpoint's last Info call succeeded (1) so it is queried, or failed (0)",
             families.up.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_connections",
+            "HTTP/2 connections open (or being dialled) to an endpoint; concurrent Series streams beyond fanout.streams_per_connection open more",
+            families.connections.clone(),
         );
         registry.register(
             "thanos_fanout_remote_info_failures",
@@ -107,6 +114,7 @@ impl RemoteFamilies {
             endpoint: endpoint.to_owned(),
         };
         self.up.remove(&labels);
+        self.connections.remove(&labels);
         self.info_failures.remove(&labels);
     }
 
@@ -130,6 +138,7 @@ impl RemoteFamilies {
         };
         EndpointMetrics {
             up: self.up.get_or_create(&labels).clone(),
+            connections: self.connections.get_or_create(&labels).clone(),
             info_failures: self.info_failures.get_or_create(&labels).clone(),
             series_calls: call(Method::Series),
             label_calls: call(Method::LabelNames),
@@ -148,6 +157,7 @@ impl RemoteFamilies {
 #[derive(Clone, Debug)]
 pub struct EndpointMetrics {
     pub up: Gauge,
+    pub connections: Gauge,
     pub info_failures: Counter,
     series_calls: [Counter; 4],
     label_calls: [Counter; 4],

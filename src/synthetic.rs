@@ -10,7 +10,6 @@ use std::sync::Arc;
 use futures::Stream;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use xxhash_rust::xxh64::xxh64;
@@ -418,7 +417,7 @@ where
         }
         None => {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(crate::server::incoming(listener), shutdown)
                 .await
         }
     }

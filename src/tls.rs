@@ -161,14 +161,17 @@ impl ClientTls {
     }
 
     /// Runs the TLS handshake over `tcp`, verifying the peer as `server_name`.
+    /// Also tells whether the server asked for a client certificate that we
+    /// do not have: servers may ask without requiring one (nginx
+    /// `ssl_verify_client optional`), so that alone is no failure, but it
+    /// explains a later rejection.
     pub async fn connect(
         &self,
         server_name: ServerName<'static>,
         tcp: TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeError> {
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool), HandshakeError> {
         // One resolver per connection, so we learn whether this server asked
-        // for a client certificate: with TLS 1.3 the server only rejects a
-        // missing one after our side of the handshake is complete.
+        // for a client certificate.
         let resolver = Arc::new(ClientIdentity {
             key: self.identity.clone(),
             requested: AtomicBool::new(false),
@@ -176,17 +179,22 @@ impl ClientTls {
         let mut config = (*self.config).clone();
         config.client_auth_cert_resolver = resolver.clone();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let stream = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(HandshakeError::from_io)?;
-        if resolver.requested.load(Ordering::Relaxed) && self.identity.is_none() {
-            return Err(HandshakeError::ClientCertificateRequired);
-        }
+        let unanswered = || resolver.requested.load(Ordering::Relaxed) && self.identity.is_none();
+        let stream = match connector.connect(server_name, tcp).await {
+            Ok(stream) => stream,
+            // With TLS 1.2 a server that requires a certificate rejects our
+            // empty one inside the handshake, with whatever alert it likes.
+            Err(err) if unanswered() => {
+                return Err(HandshakeError::ClientCertificateRequired(
+                    HandshakeError::from_io(err).to_string(),
+                ));
+            }
+            Err(err) => return Err(HandshakeError::from_io(err)),
+        };
         if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
             return Err(HandshakeError::NoAlpn);
         }
-        Ok(stream)
+        Ok((stream, unanswered()))
     }
 }
 
@@ -194,9 +202,9 @@ impl ClientTls {
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error(
-        "the remote requires a client certificate, but none is configured (set tls.cert_file and tls.key_file)"
+        "the remote requires a client certificate, but none is configured (set tls.cert_file and tls.key_file): {0}"
     )]
-    ClientCertificateRequired,
+    ClientCertificateRequired(String),
     #[error("the remote did not negotiate HTTP/2 (ALPN h2); is it a gRPC server?")]
     NoAlpn,
     #[error("{}", explain_rustls(.0))]
@@ -471,6 +479,8 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            // As for plaintext: small gRPC frames must not wait for ACKs.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -15,7 +15,6 @@ use crate::metrics::{Method, Outcome};
 use crate::proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
-use crate::upstream::describe_status;
 
 /// One endpoint's answer: its list and its warnings.
 type Answer = (Vec<String>, Vec<String>);
@@ -45,7 +44,7 @@ impl Fanout {
                 } else {
                     forward.without_replica_labels.clone()
                 };
-                let request = ctx.outgoing(forward.clone(), deadline);
+                let request = ctx.outgoing(forward.clone(), Some(deadline));
                 let mut client = s.endpoint.store();
                 async move {
                     let resp = client.label_names(request).await?.into_inner();
@@ -95,7 +94,7 @@ impl Fanout {
             limit,
             Method::LabelValues,
             |s, deadline| {
-                let request = ctx.outgoing(forward.clone(), deadline);
+                let request = ctx.outgoing(forward.clone(), Some(deadline));
                 let mut client = s.endpoint.store();
                 async move {
                     let resp = client.label_values(request).await?.into_inner();
@@ -139,7 +138,7 @@ where
             async move {
                 let result = match tokio::time::timeout_at(deadline, fut).await {
                     Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(status)) => Err((Outcome::Error, describe_status(&status))),
+                    Ok(Err(status)) => Err((Outcome::Error, endpoint.describe(&status))),
                     Err(_) => Err((
                         Outcome::Timeout,
                         format!("no answer within {}", secs(timeout)),

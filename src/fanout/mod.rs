@@ -45,17 +45,20 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The deadline for a call to `endpoint`: the earlier of the caller's and
-    /// the remote's own timeout.
+    /// The deadline for a unary call to `endpoint`: the earlier of the
+    /// caller's and the remote's own timeout.
     fn deadline_for(&self, endpoint: &Endpoint) -> Instant {
         let own = Instant::now() + endpoint.timeout;
         self.deadline.map_or(own, |caller| caller.min(own))
     }
 
-    /// Wraps a message for a remote, carrying tenant, request id and deadline.
-    fn outgoing<T>(&self, message: T, deadline: Instant) -> tonic::Request<T> {
+    /// Wraps a message for a remote, carrying tenant, request id and the
+    /// deadline, if any.
+    fn outgoing<T>(&self, message: T, deadline: Option<Instant>) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
         let metadata = request.metadata_mut();
         for (key, value) in [
             ("thanos-tenant", &self.tenant),

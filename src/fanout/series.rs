@@ -1,12 +1,20 @@
 //! The Series call: one task per selected endpoint pumps its stream into a
-//! bounded channel; a merge (or, for a single endpoint that needs no local
-//! work, a plain relay) feeds the output, which applies `limit`, batching and
-//! the partial-response strategy. Dropping the output (the querier went away,
-//! or an ABORT) aborts every endpoint task, which cancels its remote call.
+//! bounded channel; a merge feeds the output, which applies `limit`, batching
+//! and the partial-response strategy. With a single endpoint the merge only
+//! combines consecutive equal series, which a remote that strips replica
+//! labels may send. Dropping the output (the querier went away, or an ABORT)
+//! aborts every endpoint task, which cancels its remote call.
+//!
+//! A remote is given `timeout` to make progress, counted only while its pump
+//! waits for it: time blocked on a full channel (a slow caller, or a merge
+//! held back by another remote) is not the remote's fault. The caller's
+//! deadline bounds the whole call.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -21,7 +29,7 @@ use super::{Fanout, FanoutError, RequestContext, Selected, aborts, secs};
 use crate::labels;
 use crate::metrics::{Method, Outcome};
 use crate::proto::thanos::{Series, SeriesBatch, SeriesRequest, SeriesResponse, series_response};
-use crate::upstream::describe_status;
+use crate::upstream::StreamLease;
 
 /// The merged answer, as tonic wants it.
 pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, FanoutError>> + Send>>;
@@ -51,10 +59,6 @@ impl LocalWork {
                 ShardMatcher::new(req.shard_info.as_ref())
             },
         }
-    }
-
-    fn is_none(&self) -> bool {
-        self.strip.is_empty() && self.shard.is_none()
     }
 }
 
@@ -94,41 +98,27 @@ impl Fanout {
             range: 0,
             ..req
         };
-        let relay = selected.len() == 1;
         let mut tasks = JoinSet::new();
         let mut receivers = Vec::with_capacity(selected.len());
         for endpoint in selected {
             let (tx, rx) = mpsc::channel(self.buffer_frames);
             let work = LocalWork::for_endpoint(&forward, &endpoint);
-            let relay = relay && work.is_none();
             let span = tracing::info_span!("remote_series", remote = %endpoint.endpoint.remote, endpoint = %endpoint.endpoint.address);
-            let deadline = ctx.deadline_for(&endpoint.endpoint);
             let pump = Pump {
-                request: ctx.outgoing(forward.clone(), deadline),
-                deadline,
+                request: ctx.outgoing(forward.clone(), ctx.deadline),
+                caller_deadline: ctx.deadline,
+                timeout: endpoint.endpoint.timeout,
                 skip_chunks: forward.skip_chunks,
                 selected: endpoint,
                 work,
                 tx,
+                received: 0,
             };
             tasks.spawn(pump.run().instrument(span));
-            receivers.push((rx, relay));
+            receivers.push(ReceiverStream::new(rx));
         }
-        let source = match receivers.pop() {
-            Some((rx, true)) => Source::Relay(rx),
-            Some(last) => {
-                receivers.push(last);
-                Source::Merge(Merge::new(
-                    receivers
-                        .into_iter()
-                        .map(|(rx, _)| ReceiverStream::new(rx))
-                        .collect(),
-                ))
-            }
-            None => Source::Empty,
-        };
         Ok(Output {
-            source,
+            source: Source::Merge(Merge::new(receivers)),
             tasks,
             ..output
         }
@@ -139,50 +129,82 @@ impl Fanout {
 /// Reads one endpoint's stream into the merge's channel.
 struct Pump {
     selected: Selected,
-    deadline: Instant,
+    /// Longest wait for the remote's next frame.
+    timeout: Duration,
+    caller_deadline: Option<Instant>,
     request: tonic::Request<SeriesRequest>,
     skip_chunks: bool,
     work: LocalWork,
     tx: mpsc::Sender<Frame>,
+    /// Series received so far, for messages.
+    received: u64,
 }
 
 /// Why a pump stopped early.
 enum Stop {
     /// The merge is gone (querier cancelled, or another remote aborted the call).
     Cancelled,
+    /// The remote sent nothing for `timeout` while we waited for it.
+    Silent,
     Failed(String),
 }
 
 impl Pump {
     async fn run(mut self) {
         let started = Instant::now();
-        let timeout = self.deadline.saturating_duration_since(started);
         let name = self.selected.name();
         let metrics = self.selected.endpoint.metrics.clone();
-        let result = tokio::time::timeout_at(self.deadline, self.stream()).await;
-        let outcome = match result {
-            Ok(Ok(())) => Outcome::Success,
-            Ok(Err(Stop::Cancelled)) => Outcome::Cancelled,
-            Ok(Err(Stop::Failed(error))) => {
-                tracing::warn!(%error, "remote series call failed");
-                let _ = self
-                    .tx
-                    .send(Frame::Warning(format!("{name}: {error}")))
-                    .await;
-                Outcome::Error
-            }
-            Err(_) => {
-                let error = format!("no complete answer within {}", secs(timeout));
-                tracing::warn!(%error, "remote series call timed out");
-                let _ = self
-                    .tx
-                    .send(Frame::Warning(format!("{name}: {error}")))
-                    .await;
-                Outcome::Timeout
-            }
+        let result = match self.caller_deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.stream())
+                .await
+                .map_err(|_| ()),
+            None => Ok(self.stream().await),
         };
+        let (outcome, error) = match result {
+            Ok(Ok(())) => (Outcome::Success, None),
+            Ok(Err(Stop::Cancelled)) => (Outcome::Cancelled, None),
+            Ok(Err(Stop::Failed(error))) => (Outcome::Error, Some(error)),
+            Ok(Err(Stop::Silent)) => (
+                Outcome::Timeout,
+                Some(format!(
+                    "sent nothing for {} (its timeout) after {} series; the rest of its answer is missing",
+                    secs(self.timeout),
+                    self.received
+                )),
+            ),
+            Err(()) => (
+                Outcome::Timeout,
+                Some(format!(
+                    "the caller's deadline passed after {} and {} series",
+                    secs(started.elapsed()),
+                    self.received
+                )),
+            ),
+        };
+        if let Some(error) = error {
+            tracing::warn!(%error, ?outcome, "remote series call failed");
+            let _ = self
+                .tx
+                .send(Frame::Warning(format!("{name}: {error}")))
+                .await;
+        }
         metrics.call(Method::Series, outcome);
-        tracing::debug!(?outcome, elapsed = ?started.elapsed(), "remote series call finished");
+        tracing::debug!(?outcome, elapsed = ?started.elapsed(), series = self.received, "remote series call finished");
+    }
+
+    /// Waits for the remote, up to `timeout`, unless the merge goes away.
+    async fn wait<T>(
+        &self,
+        step: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            result = tokio::time::timeout(self.timeout, step) => match result {
+                Ok(result) => result.map_err(|s| Stop::Failed(self.selected.endpoint.describe(&s))),
+                Err(_) => Err(Stop::Silent),
+            },
+            // Notice a vanished merge even while the remote is silent.
+            _ = self.tx.closed() => Err(Stop::Cancelled),
+        }
     }
 
     async fn stream(&mut self) -> Result<(), Stop> {
@@ -190,23 +212,16 @@ impl Pump {
             &mut self.request,
             tonic::Request::new(SeriesRequest::default()),
         );
-        let mut client = self.selected.endpoint.store();
-        let mut stream = client
-            .series(request)
-            .await
-            .map_err(|s| Stop::Failed(describe_status(&s)))?
-            .into_inner();
+        // Held until the stream ends: it keeps the connection's windows
+        // large enough for every stream on it.
+        let (mut client, _lease): (_, StreamLease) = self.selected.endpoint.series_client();
+        let mut stream = self.wait(client.series(request)).await?.into_inner();
         let mut previous: Option<Vec<crate::proto::thanos::Label>> = None;
         // Only used when the stream must be re-sorted after stripping labels.
         let mut buffered: Vec<Series> = Vec::new();
         let eager = !self.work.strip.is_empty();
-        loop {
-            let message = tokio::select! {
-                message = stream.message() => message.map_err(|s| Stop::Failed(describe_status(&s)))?,
-                // Notice a vanished merge even while the remote is silent.
-                _ = self.tx.closed() => return Err(Stop::Cancelled),
-            };
-            let Some(response) = message else { break };
+        // Only time spent here counts against the remote's timeout.
+        while let Some(response) = self.wait(stream.message()).await? {
             let series = match response.result {
                 Some(series_response::Result::Series(series)) => vec![series],
                 Some(series_response::Result::Batch(batch)) => batch.series,
@@ -222,6 +237,7 @@ impl Pump {
                 Some(series_response::Result::Hints(_)) | None => continue,
             };
             for mut series in series {
+                self.received += 1;
                 labels::normalize(&mut series.labels).map_err(Stop::Failed)?;
                 if series.chunks.is_empty() && !self.skip_chunks {
                     // A series without chunks breaks the querier's iterator.
@@ -276,7 +292,6 @@ impl Pump {
 
 enum Source {
     Empty,
-    Relay(mpsc::Receiver<Frame>),
     Merge(Merge<ReceiverStream<Frame>>),
 }
 
@@ -284,7 +299,6 @@ impl Source {
     async fn next(&mut self) -> Option<Frame> {
         match self {
             Source::Empty => None,
-            Source::Relay(rx) => rx.recv().await,
             Source::Merge(merge) => merge.next().await,
         }
     }

@@ -24,33 +24,37 @@ impl InfoService {
     }
 }
 
-/// Aggregates the healthy endpoints' Info into ours.
+/// Aggregates the endpoints' Info into ours: every endpoint that answered
+/// Info at least once counts with its last answer, healthy or not. A querier
+/// prunes stores by these label sets, so a cluster that goes down must stay
+/// in them: its queries then still reach us and get a warning (or `Aborted`)
+/// that names it, instead of an empty answer.
 pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
-    let healthy: Vec<_> = upstreams
+    let known: Vec<_> = upstreams
         .endpoints()
         .iter()
-        .filter_map(|e| e.queryable())
+        .filter_map(|e| e.state().info.clone())
         .collect();
     // A remote without external labels could hold any series; the querier can
     // only be told "anything" by an empty list, since it drops empty sets.
-    let wildcard = healthy.iter().any(|info| info.label_sets.is_empty());
+    let wildcard = known.iter().any(|info| info.label_sets.is_empty());
     let mut label_sets: Vec<_> = if wildcard {
         Vec::new()
     } else {
-        healthy
+        known
             .iter()
             .flat_map(|info| info.label_sets.iter().cloned())
             .collect()
     };
     label_sets.sort_by(|a, b| labels::compare(a, b));
     label_sets.dedup();
-    let (min_time, max_time) = if healthy.is_empty() {
+    let (min_time, max_time) = if known.is_empty() {
         // Like a querier with no stores: ask for everything, answer empty.
         (i64::MIN, i64::MAX)
     } else {
         (
-            healthy.iter().map(|i| i.min_time).min().unwrap_or(i64::MIN),
-            healthy.iter().map(|i| i.max_time).max().unwrap_or(i64::MAX),
+            known.iter().map(|i| i.min_time).min().unwrap_or(i64::MIN),
+            known.iter().map(|i| i.max_time).max().unwrap_or(i64::MAX),
         )
     };
     InfoResponse {
@@ -65,7 +69,7 @@ pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
             // Forwarded to remotes that honour them, done locally for the rest.
             supports_sharding: true,
             supports_without_replica_labels: true,
-            tsdb_infos: healthy
+            tsdb_infos: known
                 .iter()
                 .flat_map(|i| i.tsdb_infos.iter().cloned())
                 .collect(),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 pub use info::InfoService;
 pub use store::StoreService;
@@ -74,6 +74,14 @@ pub struct Services {
     pub health: tonic_health::server::HealthReporter,
 }
 
+/// Accepted connections with `TCP_NODELAY` set. A Series answer ends in small
+/// frames (the last data, then trailers); with Nagle's algorithm they wait
+/// for the querier's delayed ACK, about 40 ms on every call. The builder's
+/// `tcp_nodelay` only reaches sockets it accepts itself, not these.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
@@ -94,18 +102,30 @@ pub async fn serve(
         tonic_health::server::HealthService::from_health_reporter(services.health),
     );
     Server::builder()
-        .tcp_nodelay(true)
         .add_service(health)
         .add_optional_service(reflection)
         .add_service(info)
         .add_service(store)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_acks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let conn = futures::StreamExt::next(&mut accepted)
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(conn.nodelay().expect("read TCP_NODELAY"));
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,6 +40,9 @@ pub struct Connector {
     dns: Dns,
     tls: Option<(ClientTls, ServerName<'static>)>,
     timeout: Duration,
+    /// Whether the last handshake was asked for a client certificate that
+    /// we do not have (see [`ClientTls::connect`]).
+    unanswered_certificate_request: Arc<AtomicBool>,
 }
 
 impl Connector {
@@ -52,7 +57,13 @@ impl Connector {
             dns,
             tls,
             timeout,
+            unanswered_certificate_request: Arc::default(),
         }
+    }
+
+    /// Shared with the endpoint, to explain failures after the handshake.
+    pub fn unanswered_certificate_request(&self) -> Arc<AtomicBool> {
+        self.unanswered_certificate_request.clone()
     }
 
     /// TCP to the address, or to the first address of the name that answers.
@@ -96,7 +107,11 @@ impl Connector {
         };
         let handshake = tls.connect(server_name.clone(), tcp);
         let stream = match tokio::time::timeout(self.timeout, handshake).await {
-            Ok(Ok(stream)) => stream,
+            Ok(Ok((stream, unanswered))) => {
+                self.unanswered_certificate_request
+                    .store(unanswered, Ordering::Relaxed);
+                stream
+            }
             Ok(Err(source)) => {
                 return Err(ConnectError::Handshake {
                     address,

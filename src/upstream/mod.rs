@@ -1,9 +1,11 @@
-//! Remotes and their endpoints: one gRPC channel per endpoint (TLS identity,
-//! SNI name and `:authority` from the remote's config), its cached Info, and
-//! whether it is healthy enough to be queried.
+//! Remotes and their endpoints: the connections to each endpoint (TLS
+//! identity, SNI name and `:authority` from the remote's config), its cached
+//! Info, and whether it is healthy enough to be queried.
 
 mod connect;
+mod pool;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,8 @@ use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 pub use connect::ConnectError;
 use connect::Connector;
+use pool::Pool;
+pub use pool::StreamLease;
 
 use crate::config::RemoteConfig;
 use crate::discovery::{Dial, Dns, EndpointSpec, Target, join_host_port};
@@ -96,10 +100,11 @@ pub struct Endpoint {
     pub address: String,
     /// How discovery found it.
     pub spec: EndpointSpec,
-    /// Limit for one call.
+    /// Longest wait for progress (see `RemoteConfig::timeout`).
     pub timeout: Duration,
-    store: StoreClient<Channel>,
-    info: InfoClient<Channel>,
+    pool: Pool,
+    /// Set while the remote asks for a client certificate we do not have.
+    unanswered_certificate_request: Arc<AtomicBool>,
     state: RwLock<Arc<EndpointState>>,
     pub metrics: EndpointMetrics,
 }
@@ -113,10 +118,41 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+fn store_client(channel: Channel) -> StoreClient<Channel> {
+    StoreClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
 impl Endpoint {
-    /// A client for the Store service; cheap, shares the connection.
+    /// A Store client for unary calls (LabelNames, LabelValues); cheap.
     pub fn store(&self) -> StoreClient<Channel> {
-        self.store.clone()
+        store_client(self.pool.primary())
+    }
+
+    /// A Store client for one Series stream, on a connection with room for
+    /// it; keep the lease until the stream is done.
+    pub fn series_client(&self) -> (StoreClient<Channel>, StreamLease) {
+        let lease = self.pool.stream();
+        (store_client(lease.channel()), lease)
+    }
+
+    /// Connections open to this endpoint.
+    pub fn connections(&self) -> usize {
+        self.pool.connections()
+    }
+
+    /// A failed call's status with everything known about its cause.
+    pub fn describe(&self, status: &tonic::Status) -> String {
+        let mut text = describe_status(status);
+        if self.unanswered_certificate_request.load(Ordering::Relaxed)
+            && !text.contains("client certificate")
+        {
+            text.push_str(
+                " (the remote asked for a client certificate and none is configured: if it requires one, set tls.cert_file and tls.key_file)",
+            );
+        }
+        text
     }
 
     /// The current cached state.
@@ -149,10 +185,13 @@ impl Endpoint {
     pub async fn refresh_info(&self, timeout: Duration) {
         let mut request = tonic::Request::new(InfoRequest {});
         request.set_timeout(timeout);
-        let result = tokio::time::timeout(timeout, self.info.clone().info(request)).await;
+        let mut client = InfoClient::new(self.pool.primary())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let result = tokio::time::timeout(timeout, client.info(request)).await;
         let outcome = match result {
             Ok(Ok(resp)) => RemoteInfo::from_response(resp.into_inner()),
-            Ok(Err(status)) => Err(describe_status(&status)),
+            Ok(Err(status)) => Err(self.describe(&status)),
             Err(_) => Err(format!("Info timed out after {timeout:?}")),
         };
         let previous = self.state();
@@ -203,6 +242,7 @@ pub struct Remote {
     client_tls: Option<ClientTls>,
     dns: Dns,
     families: RemoteFamilies,
+    streams_per_connection: usize,
     endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
 }
 
@@ -219,6 +259,7 @@ impl Remote {
         config: &RemoteConfig,
         families: &RemoteFamilies,
         dns: &Dns,
+        streams_per_connection: usize,
     ) -> Result<Self, UpstreamError> {
         let client_tls = config
             .tls
@@ -247,6 +288,7 @@ impl Remote {
             client_tls,
             dns: dns.clone(),
             families: families.clone(),
+            streams_per_connection,
             endpoints: RwLock::new(Arc::new(Vec::new())),
         })
     }
@@ -331,28 +373,30 @@ impl Remote {
             // servers permit (10 s), or they answer with GOAWAY too_many_pings.
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(false)
-            .tcp_nodelay(true)
-            .connect_with_connector_lazy(Connector::new(
-                spec.dial.clone(),
-                self.dns.clone(),
-                tls,
-                config.connect_timeout,
-            ));
+            .keep_alive_while_idle(false);
+        let connector = Connector::new(
+            spec.dial.clone(),
+            self.dns.clone(),
+            tls,
+            config.connect_timeout,
+        );
         let address = spec.dial.to_string();
         let metrics = self.families.endpoint(&self.name, &address);
         metrics.up.set(0);
+        let unanswered_certificate_request = connector.unanswered_certificate_request();
+        let pool = Pool::new(
+            channel,
+            connector,
+            self.streams_per_connection,
+            metrics.connections.clone(),
+        );
         Ok(Endpoint {
             remote: self.name.clone(),
             address,
             spec,
             timeout: config.timeout,
-            store: StoreClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-            info: InfoClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            pool,
+            unanswered_certificate_request,
             state: RwLock::new(Arc::new(EndpointState::default())),
             metrics,
         })
@@ -370,10 +414,11 @@ impl Upstreams {
         configs: &[RemoteConfig],
         families: &RemoteFamilies,
         dns: &Dns,
+        streams_per_connection: usize,
     ) -> Result<Self, UpstreamError> {
         let remotes = configs
             .iter()
-            .map(|c| Remote::build(c, families, dns).map(Arc::new))
+            .map(|c| Remote::build(c, families, dns, streams_per_connection).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { remotes })
     }
@@ -403,7 +448,7 @@ pub async fn poll_info(upstreams: Arc<Upstreams>, interval: Duration, timeout: D
 }
 
 /// A gRPC status with everything known about its cause, for warnings and logs.
-pub fn describe_status(status: &tonic::Status) -> String {
+fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     // An ingress or proxy error page instead of a gRPC answer: the first
     // byte of HTML ('<' = 60) is read as the gRPC compression flag.

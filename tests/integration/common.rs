@@ -46,6 +46,10 @@ pub enum SeriesScript {
     Frames(Vec<SeriesResponse>),
     /// Send the synthetic answer one frame at a time, this far apart.
     Drip(Duration),
+    /// Send the first this many frames of the synthetic answer, then nothing.
+    PartThenHang(usize),
+    /// Send a generated answer far larger than any buffer (see [`large_series`]).
+    Large { series: usize, chunk_bytes: usize },
 }
 
 /// Shared between a fake remote and the test that drives it.
@@ -63,6 +67,8 @@ pub struct Script {
     /// TCP connections accepted.
     pub connections: AtomicUsize,
     pub requests: Mutex<Vec<SeriesRequest>>,
+    /// Series frames handed to the transport, over all calls.
+    pub frames_sent: AtomicUsize,
 }
 
 impl Script {
@@ -95,8 +101,12 @@ impl Stream for Guard {
     type Item = Result<SeriesResponse, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = self.inner.as_mut().poll_next(cx);
-        if let Poll::Ready(None) = item {
-            self.ended = true;
+        match &item {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Ok(_))) => {
+                self.script.frames_sent.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
         }
         item
     }
@@ -145,6 +155,29 @@ impl Store for Fake {
             }
             SeriesScript::Frames(frames) => {
                 Box::pin(tokio_stream::iter(frames.into_iter().map(Ok)))
+            }
+            SeriesScript::PartThenHang(n) => {
+                let mut frames = self.inner.series_frames(request.get_ref())?;
+                frames.truncate(n);
+                Box::pin(futures::StreamExt::chain(
+                    tokio_stream::iter(frames.into_iter().map(Ok)),
+                    futures::stream::pending(),
+                ))
+            }
+            SeriesScript::Large {
+                series,
+                chunk_bytes,
+            } => {
+                let external = self.inner.dataset().external_labels.clone();
+                Box::pin(tokio_stream::iter((0..series).map(move |i| {
+                    Ok(SeriesResponse {
+                        result: Some(series_response::Result::Series(large_series(
+                            &external,
+                            i,
+                            chunk_bytes,
+                        ))),
+                    })
+                })))
             }
             SeriesScript::Drip(every) => {
                 let frames = self.inner.series_frames(request.get_ref())?;
@@ -342,8 +375,11 @@ async fn serve_fake(
         .add_service(StoreServer::new(fake.clone()).max_encoding_message_size(usize::MAX));
     let script = fake.script.clone();
     let counted = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let counted = futures::StreamExt::inspect(counted, move |_| {
+    let counted = futures::StreamExt::inspect(counted, move |conn| {
         script.connections.fetch_add(1, Ordering::SeqCst);
+        if let Ok(conn) = conn {
+            let _ = conn.set_nodelay(true);
+        }
     });
     let _ = match tls {
         Some(config) => {
@@ -407,6 +443,37 @@ impl tokio::io::AsyncWrite for TestTlsConn {
     }
 }
 
+/// Series `i` of a [`SeriesScript::Large`] answer: `{__name__="big", at="<i>"}`
+/// plus the remote's external labels, so equal answers from two remotes
+/// interleave in a merge, with one chunk of `chunk_bytes` unique to the series
+/// and the remote.
+pub fn large_series(external: &[Label], i: usize, chunk_bytes: usize) -> Series {
+    let mut labels = from_pairs([("__name__", "big"), ("at", &format!("{i:07}"))]);
+    labels.extend(external.iter().cloned());
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    let seed = external
+        .iter()
+        .flat_map(|l| l.value.bytes())
+        .fold(i as u64, |h, b| {
+            h.wrapping_mul(31).wrapping_add(u64::from(b))
+        });
+    let mut data = vec![seed as u8; chunk_bytes.max(8)];
+    data[..8].copy_from_slice(&seed.to_le_bytes());
+    Series {
+        labels,
+        chunks: vec![thanos_fanout::proto::thanos::AggrChunk {
+            min_time: 0,
+            max_time: MINUTE,
+            raw: Some(thanos_fanout::proto::thanos::Chunk {
+                r#type: 0,
+                data,
+                hash: 0,
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
 /// A remote for cluster `cluster` with one `up` series over the first minute.
 pub async fn up_remote(cluster: &str, tls: Option<Arc<rustls::ServerConfig>>) -> RemoteHandle {
     let data = dataset(
@@ -443,6 +510,7 @@ pub fn config(remotes: Vec<RemoteConfig>) -> Config {
 
 /// Starts the aggregator and waits until it is ready.
 pub async fn start_fanout(config: Config) -> Running {
+    let config = config.validate(None).expect("valid config");
     let running = app::start(config).await.expect("fanout starts");
     tokio::time::timeout(Duration::from_secs(10), running.ready.wait())
         .await

@@ -10,3 +10,4 @@ mod info;
 mod labels;
 mod series;
 mod tls;
+mod workload;

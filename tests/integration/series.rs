@@ -421,7 +421,7 @@ async fn partial_response_warn_keeps_the_rest() {
         .iter()
         .find(|w| w.contains("remote c"))
         .expect("warning names c");
-    assert!(slow.contains("within 1.0s"), "{slow}");
+    assert!(slow.contains("sent nothing for 1.0s"), "{slow}");
 }
 
 #[tokio::test]

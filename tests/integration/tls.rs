@@ -203,3 +203,49 @@ async fn connections_are_reused_across_requests() {
         1
     );
 }
+
+/// A server that asks for a client certificate without requiring one (nginx
+/// `ssl_verify_client optional`, Envoy `require_client_certificate: false`).
+fn asks_without_requiring(pki: &Pki, name: &str) -> std::sync::Arc<rustls::ServerConfig> {
+    thanos_fanout::tls::install_crypto_provider();
+    let pem = pki.ca.server(&[name]).expect("server cert");
+    let certs = |text: &str| {
+        rustls_pemfile::certs(&mut text.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates")
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs(&pki.ca.cert_pem()) {
+        roots.add(ca).expect("CA");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .expect("verifier");
+    let key = rustls_pemfile::private_key(&mut pem.key.as_bytes())
+        .expect("key")
+        .expect("a key");
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&pem.cert), key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test]
+async fn optional_client_certificate_is_not_needed() {
+    let pki = Pki::new();
+    let r = one_remote(asks_without_requiring(&pki, "a.remote.test")).await;
+    let mut tls = pki.client_tls("a.remote.test");
+    tls.cert_file = None;
+    tls.key_file = None;
+    let running = fanout_to(r.addr, tls).await;
+    assert_eq!(last_error(&running).await, None);
+    let mut client = client(&running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("series");
+    assert_eq!(answer.label_values("cluster"), ["a"]);
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+}

@@ -1,0 +1,241 @@
+//! The HTTP/2 connections to one endpoint, sized so that no stream can stall
+//! another.
+//!
+//! HTTP/2 flow control has two levels: data a stream has received but its
+//! reader has not taken yet holds both that stream's window and the whole
+//! connection's. A Series stream stops being read whenever its merge waits on
+//! another remote or its caller reads slowly, so a few stalled streams could
+//! hold a connection's entire window, and then nothing reaches any stream on
+//! it: not the streams other merges are waiting for (which then wait on each
+//! other across connections, for ever), not Info.
+//!
+//! So every connection carries at most `streams_per_connection` Series
+//! streams, and its window is those streams' windows together plus
+//! [`UNARY_HEADROOM`]. However many of its streams stall, a stream that is
+//! being read, and every unary call (Info, label calls, always read at once),
+//! still gets data. When every connection is full, another one is opened;
+//! connections beyond the first close after [`IDLE_CLOSE`] without streams.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
+
+use super::connect::Connector;
+
+/// Window of one stream: how far a remote may run ahead of our reader.
+pub const STREAM_WINDOW: u32 = 2 << 20;
+
+/// Connection window left for unary calls and streams being read when every
+/// Series stream on the connection is stalled.
+pub const UNARY_HEADROOM: u32 = 4 << 20;
+
+/// How long an extra connection may sit without streams before it is closed.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// The HTTP/2 connection window that keeps `streams` stalled streams from
+/// starving the others.
+pub fn connection_window(streams: usize) -> u32 {
+    let streams = u32::try_from(streams).unwrap_or(u32::MAX);
+    STREAM_WINDOW
+        .saturating_mul(streams)
+        .saturating_add(UNARY_HEADROOM)
+        // The largest window HTTP/2 allows.
+        .min(i32::MAX as u32)
+}
+
+struct Connection {
+    id: u64,
+    channel: Channel,
+    streams: usize,
+    idle_since: Instant,
+}
+
+struct Connections {
+    next_id: u64,
+    /// The first is the primary: never closed, it carries the unary calls.
+    list: Vec<Connection>,
+}
+
+struct Shared {
+    endpoint: ChannelEndpoint,
+    connector: Connector,
+    per_connection: usize,
+    connections: Mutex<Connections>,
+    gauge: Gauge,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Connections> {
+        match self.connections.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn open(&self, connections: &mut Connections) -> usize {
+        let id = connections.next_id;
+        connections.next_id += 1;
+        connections.list.push(Connection {
+            id,
+            channel: self
+                .endpoint
+                .clone()
+                .connect_with_connector_lazy(self.connector.clone()),
+            streams: 0,
+            idle_since: Instant::now(),
+        });
+        self.gauge.set(connections.list.len() as i64);
+        connections.list.len() - 1
+    }
+
+    /// Closes extra connections that have carried no stream for a while.
+    fn close_idle(&self, connections: &mut Connections, now: Instant) {
+        let before = connections.list.len();
+        let mut index = 0;
+        connections.list.retain(|c| {
+            index += 1;
+            index == 1 || c.streams > 0 || now.duration_since(c.idle_since) < IDLE_CLOSE
+        });
+        if connections.list.len() != before {
+            self.gauge.set(connections.list.len() as i64);
+        }
+    }
+}
+
+/// The connections to one endpoint; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    primary: Channel,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connections = self.shared.lock();
+        f.debug_struct("Pool")
+            .field("connections", &connections.list.len())
+            .field(
+                "streams",
+                &connections
+                    .list
+                    .iter()
+                    .map(|c| c.streams)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Pool {
+    /// `endpoint` must not dial by itself; `connector` does. Nothing is dialled
+    /// until the first call.
+    pub fn new(
+        endpoint: ChannelEndpoint,
+        connector: Connector,
+        per_connection: usize,
+        gauge: Gauge,
+    ) -> Self {
+        let per_connection = per_connection.max(1);
+        let window = connection_window(per_connection);
+        let endpoint = endpoint
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(window)
+            // Fixed windows: the invariant above depends on their sizes.
+            .http2_adaptive_window(false);
+        let shared = Arc::new(Shared {
+            endpoint,
+            connector,
+            per_connection,
+            connections: Mutex::new(Connections {
+                next_id: 0,
+                list: Vec::new(),
+            }),
+            gauge,
+        });
+        let primary = {
+            let mut connections = shared.lock();
+            let index = shared.open(&mut connections);
+            connections.list[index].channel.clone()
+        };
+        Self { shared, primary }
+    }
+
+    /// The connection for unary calls.
+    pub fn primary(&self) -> Channel {
+        self.primary.clone()
+    }
+
+    /// A place for one Series stream, held until the lease is dropped.
+    pub fn stream(&self) -> StreamLease {
+        let shared = &self.shared;
+        let mut connections = shared.lock();
+        let now = Instant::now();
+        shared.close_idle(&mut connections, now);
+        let index = match connections
+            .list
+            .iter()
+            .position(|c| c.streams < shared.per_connection)
+        {
+            Some(index) => index,
+            None => shared.open(&mut connections),
+        };
+        let connection = &mut connections.list[index];
+        connection.streams += 1;
+        StreamLease {
+            shared: self.shared.clone(),
+            id: connection.id,
+            channel: connection.channel.clone(),
+        }
+    }
+
+    /// Open connections, for the status page and tests.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().list.len()
+    }
+}
+
+/// One Series stream's place on a connection.
+pub struct StreamLease {
+    shared: Arc<Shared>,
+    id: u64,
+    channel: Channel,
+}
+
+impl StreamLease {
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        let mut connections = self.shared.lock();
+        let now = Instant::now();
+        if let Some(connection) = connections.list.iter_mut().find(|c| c.id == self.id) {
+            connection.streams = connection.streams.saturating_sub(1);
+            if connection.streams == 0 {
+                connection.idle_since = now;
+            }
+        }
+        self.shared.close_idle(&mut connections, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_streams_never_exhaust_the_connection_window() {
+        for streams in [1, 16, crate::config::MAX_STREAMS_PER_CONNECTION] {
+            let stalled = u64::from(STREAM_WINDOW) * streams as u64;
+            let window = u64::from(connection_window(streams));
+            assert!(
+                window >= stalled + u64::from(UNARY_HEADROOM),
+                "{streams} stalled streams leave less than the headroom"
+            );
+        }
+    }
+}
