@@ -6,10 +6,10 @@
 //!
 //! Run: `cargo bench --bench latency` (release build).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use thanos_fanout::app;
-use thanos_fanout::config::{Config, RemoteConfig};
 use thanos_fanout::labels::from_pairs;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
@@ -96,35 +96,8 @@ async fn main() {
         })
         .collect();
     let data = Dataset::new(from_pairs([("cluster", "a")]), series).expect("dataset");
-    let store = SyntheticStore::new(data);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let remote = listener.local_addr().expect("addr");
-    tokio::spawn(thanos_fanout::synthetic::serve(
-        store.clone(),
-        store,
-        listener,
-        None,
-        std::future::pending(),
-    ));
-
-    let mut config = Config::default();
-    config.grpc.listen = "127.0.0.1:0".into();
-    config.http.listen = "127.0.0.1:0".into();
-    config.remotes = vec![RemoteConfig {
-        name: "a".into(),
-        targets: vec![remote.to_string()],
-        file_sd: Vec::new(),
-        timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(5),
-        tls: None,
-        authority: None,
-    }];
-    let running = app::start(config.validate(None).expect("valid config"))
-        .await
-        .expect("start");
-    running.ready.wait().await;
+    let remote = support::serve_remote(SyntheticStore::new(data)).await;
+    let running = support::start_fanout(vec![support::remote("a", remote)]).await;
 
     println!("{calls} sequential calls each; milliseconds");
     println!("call | direct p50 | through p50 | added p50 | direct p99 | through p99");

@@ -6,14 +6,14 @@
 //!
 //! Run: `cargo bench --bench stream_memory` (release build).
 
+mod support;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::Stream;
-use thanos_fanout::app;
-use thanos_fanout::config::{Config, RemoteConfig};
 use thanos_fanout::labels::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
 use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
@@ -126,34 +126,12 @@ async fn main() {
             chunks: chunks.clone(),
             size: size.clone(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        remotes.push(RemoteConfig {
-            name: cluster.into(),
-            targets: vec![listener.local_addr().expect("addr").to_string()],
-            file_sd: Vec::new(),
-            timeout: Duration::from_secs(600),
-            connect_timeout: Duration::from_secs(5),
-            tls: None,
-            authority: None,
-        });
-        tokio::spawn(thanos_fanout::synthetic::serve(
-            generator.clone(),
-            generator,
-            listener,
-            None,
-            std::future::pending(),
+        remotes.push(support::remote(
+            cluster,
+            support::serve_remote(generator).await,
         ));
     }
-    let mut config = Config::default();
-    config.grpc.listen = "127.0.0.1:0".into();
-    config.http.listen = "127.0.0.1:0".into();
-    config.remotes = remotes;
-    let running = app::start(config.validate(None).expect("valid config"))
-        .await
-        .expect("start");
-    running.ready.wait().await;
+    let running = support::start_fanout(remotes).await;
     let mut client = StoreClient::connect(format!("http://{}", running.grpc_addr))
         .await
         .expect("connect");

@@ -241,10 +241,10 @@ async fn concurrent_merges_at_different_read_speeds_all_complete() {
     assert_eq!(info_failures(&running), 0, "an Info call was starved");
 }
 
-/// A remote whose answer takes three times its timeout to stream, but never
-/// pauses for longer than the timeout, delivers everything.
-#[tokio::test]
-async fn steady_remote_streams_for_longer_than_its_timeout() {
+/// A plaintext remote for cluster `a` with twelve `up` series, answering
+/// Series as `script` says, behind the aggregator with a [`TIMEOUT`]; and the
+/// time a Series call for them took.
+async fn twelve_series_with_timeout(script: SeriesScript) -> (Answer, Duration) {
     let data = dataset(
         &[("cluster", "a")],
         (0..12)
@@ -257,7 +257,7 @@ async fn steady_remote_streams_for_longer_than_its_timeout() {
             .collect(),
     );
     let r = start_remote(data, Capabilities::default(), None).await;
-    r.script.set(SeriesScript::Drip(Duration::from_millis(600)));
+    r.script.set(script);
     let mut cfg = config(vec![remote("a", r.addr, None)]);
     cfg.remotes[0].timeout = TIMEOUT;
     let running = start_fanout(cfg).await;
@@ -266,7 +266,16 @@ async fn steady_remote_streams_for_longer_than_its_timeout() {
     let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
         .await
         .expect("series");
-    assert!(started.elapsed() >= 3 * TIMEOUT);
+    (answer, started.elapsed())
+}
+
+/// A remote whose answer takes three times its timeout to stream, but never
+/// pauses for longer than the timeout, delivers everything.
+#[tokio::test]
+async fn steady_remote_streams_for_longer_than_its_timeout() {
+    let (answer, elapsed) =
+        twelve_series_with_timeout(SeriesScript::Drip(Duration::from_millis(600))).await;
+    assert!(elapsed >= 3 * TIMEOUT);
     assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
     assert_eq!(answer.series.len(), 12);
 }
@@ -296,28 +305,7 @@ async fn slow_caller_is_not_cut_by_the_remote_timeout() {
 /// within its timeout, naming it, and what came before is kept.
 #[tokio::test]
 async fn remote_silent_mid_stream_is_warned_within_its_timeout() {
-    let data = dataset(
-        &[("cluster", "a")],
-        (0..12)
-            .map(|i| {
-                series(
-                    &[("__name__", "up"), ("i", &format!("{i:02}"))],
-                    samples(0, MINUTE, |_| 1.0),
-                )
-            })
-            .collect(),
-    );
-    let r = start_remote(data, Capabilities::default(), None).await;
-    r.script.set(SeriesScript::PartThenHang(5));
-    let mut cfg = config(vec![remote("a", r.addr, None)]);
-    cfg.remotes[0].timeout = TIMEOUT;
-    let running = start_fanout(cfg).await;
-    let mut client = client(&running).await;
-    let started = Instant::now();
-    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
-        .await
-        .expect("WARN succeeds");
-    let elapsed = started.elapsed();
+    let (answer, elapsed) = twelve_series_with_timeout(SeriesScript::PartThenHang(5)).await;
     assert!(
         elapsed >= TIMEOUT && elapsed < TIMEOUT + Duration::from_millis(1_500),
         "warned after {elapsed:?}"

@@ -1,0 +1,55 @@
+//! Set-up shared by the end-to-end benchmarks: plaintext remotes on loopback
+//! and the aggregator in front of them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thanos_fanout::app::{self, Running};
+use thanos_fanout::config::{Config, RemoteConfig};
+use thanos_fanout::proto::thanos::info::info_server::Info;
+use thanos_fanout::proto::thanos::store_server::Store;
+
+/// Serves `store` as a plaintext remote on a free loopback port.
+pub async fn serve_remote<S>(store: S) -> SocketAddr
+where
+    S: Store + Info + Clone,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(thanos_fanout::synthetic::serve(
+        store.clone(),
+        store,
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// A plaintext remote entry with generous timeouts.
+pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
+    RemoteConfig {
+        name: name.into(),
+        targets: vec![addr.to_string()],
+        file_sd: Vec::new(),
+        timeout: Duration::from_secs(600),
+        connect_timeout: Duration::from_secs(5),
+        tls: None,
+        authority: None,
+    }
+}
+
+/// Starts the aggregator on free loopback ports and waits until it is ready.
+pub async fn start_fanout(remotes: Vec<RemoteConfig>) -> Running {
+    let mut config = Config::default();
+    config.grpc.listen = "127.0.0.1:0".into();
+    config.http.listen = "127.0.0.1:0".into();
+    config.remotes = remotes;
+    let running = app::start(config.validate(None).expect("valid config"))
+        .await
+        .expect("start");
+    running.ready.wait().await;
+    running
+}
