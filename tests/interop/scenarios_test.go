@@ -367,6 +367,8 @@ func TestPartialResponseWhenClusterBIsDown(t *testing.T) {
 		t.Errorf("error does not name remote b: %s", resp.Error)
 	}
 
+	downClusterStaysVisible(t)
+
 	if err := topo.StartCluster("b"); err != nil {
 		t.Fatalf("start b: %v", err)
 	}
@@ -383,6 +385,54 @@ func TestPartialResponseWhenClusterBIsDown(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// downClusterStaysVisible checks, with cluster b down, that a query for b
+// alone is not answered with an empty success: thanos-fanout keeps b's label
+// set in its Info, so the querier (which prunes stores by label sets) still
+// sends it the query, and the answer warns about b or, under ABORT, fails.
+func downClusterStaysVisible(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		up, total, err := FanoutEndpointsUp(ctx, topo.FanoutHTTP)
+		if err == nil && total == 4 && up == 3 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("thanos-fanout did not see b down: %d of %d endpoints up, %v", up, total, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Long enough for the querier to have asked thanos-fanout for Info again
+	// since b went down (it does so every 5 s).
+	time.Sleep(12 * time.Second)
+	if s := storesPage(t, topo.QueryUnderTest); len(s) != 1 || !hasCluster(s[0].LabelSets, "b") {
+		t.Errorf("the querier no longer sees cluster b's label set: %+v", s)
+	}
+	q := url.Values{"query": {`up{cluster="b"}`}, "time": {ts(topo.MaxT - 60_000)}}
+	q.Set("partial_response", "true")
+	resp := apiGet(t, topo.QueryUnderTest, "/api/v1/query", q)
+	if resp.Status != "success" || !mentions(resp.Warnings, "remote b") {
+		t.Errorf("a query for b alone while b is down: status %s %s, warnings %v; want success with a warning naming remote b",
+			resp.Status, resp.Error, resp.Warnings)
+	}
+	q.Set("partial_response", "false")
+	resp = apiGet(t, topo.QueryUnderTest, "/api/v1/query", q)
+	if resp.Status == "success" || !strings.Contains(resp.Error, "remote b") {
+		t.Errorf("a query for b alone under ABORT while b is down: status %s %s %s; want an error naming remote b",
+			resp.Status, resp.Error, resp.Data)
+	}
+}
+
+func hasCluster(sets []map[string]string, cluster string) bool {
+	for _, ls := range sets {
+		if ls["cluster"] == cluster {
+			return true
+		}
+	}
+	return false
 }
 
 func mentions(list []string, s string) bool {
