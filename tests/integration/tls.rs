@@ -248,4 +248,19 @@ async fn optional_client_certificate_is_not_needed() {
         .expect("series");
     assert_eq!(answer.label_values("cluster"), ["a"]);
     assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+
+    // Should such a remote refuse us later (nginx answers 400 once
+    // `ssl_verify_client` turns `on`), the error says it asked.
+    r.script
+        .info_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("Info fails", Duration::from_secs(5), || {
+        running.upstreams.endpoints()[0].queryable().is_none()
+    })
+    .await;
+    let error = last_error(&running).await.expect("fails");
+    assert!(
+        error.contains("asked for a client certificate and none is configured"),
+        "{error}"
+    );
 }
