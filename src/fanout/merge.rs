@@ -149,6 +149,10 @@ impl Run {
 
     fn finish(self) -> Series {
         let Run { mut first, more } = self;
+        if more.is_empty() {
+            // Sent once, by one remote: nothing to combine.
+            return first;
+        }
         if first.chunks.is_empty() && more.iter().all(|s| s.chunks.is_empty()) {
             // Labels only (skip_chunks): the first frame says it all.
             return first;
@@ -301,7 +305,11 @@ mod tests {
                 .into_iter()
                 .map(|(n, chunks)| Series {
                     labels: from_pairs([("__name__", "m"), ("i", &format!("{n:02}"))]),
+                    // A remote sends a chunk once per series; it may send it
+                    // again in another frame, or another remote may.
                     chunks: chunks
+                        .into_iter()
+                        .collect::<std::collections::BTreeSet<_>>()
                         .into_iter()
                         .map(|(t, d)| chunk(t * 10, &[d, t as u8]))
                         .collect(),

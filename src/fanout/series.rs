@@ -140,6 +140,21 @@ struct Pump {
     received: u64,
 }
 
+/// A series received and checked, not sent yet.
+struct Received {
+    series: Series,
+    /// Whether it passes the local shard filter.
+    keep: bool,
+}
+
+/// What a pump holds while reading its stream.
+#[derive(Default)]
+struct Read {
+    last: Option<Received>,
+    /// Only used when the stream must be re-sorted after stripping labels.
+    buffered: Vec<Series>,
+}
+
 /// Why a pump stopped early.
 enum Stop {
     /// The merge is gone (querier cancelled, or another remote aborted the call).
@@ -216,71 +231,91 @@ impl Pump {
         // large enough for every stream on it.
         let (mut client, _lease): (_, StreamLease) = self.selected.endpoint.series_client();
         let mut stream = self.wait(client.series(request)).await?.into_inner();
-        let mut previous: Option<Vec<crate::proto::thanos::Label>> = None;
-        // Only used when the stream must be re-sorted after stripping labels.
-        let mut buffered: Vec<Series> = Vec::new();
-        let eager = !self.work.strip.is_empty();
-        // Only time spent here counts against the remote's timeout.
+        let mut read = Read::default();
+        let result = self.read(&mut stream, &mut read).await;
+        // What arrived before a failure is kept.
+        if let Some(last) = read.last.take()
+            && last.keep
+        {
+            self.send(Frame::Series(last.series)).await?;
+        }
+        result?;
+        if !read.buffered.is_empty() {
+            read.buffered
+                .sort_by(|a, b| labels::compare(&a.labels, &b.labels));
+            for series in read.buffered {
+                self.send(Frame::Series(series)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(
+        &mut self,
+        stream: &mut tonic::Streaming<SeriesResponse>,
+        read: &mut Read,
+    ) -> Result<(), Stop> {
+        // Only time spent in `wait` counts against the remote's timeout.
         while let Some(response) = self.wait(stream.message()).await? {
-            let series = match response.result {
-                Some(series_response::Result::Series(series)) => vec![series],
-                Some(series_response::Result::Batch(batch)) => batch.series,
+            match response.result {
+                Some(series_response::Result::Series(series)) => {
+                    self.accept(series, read).await?;
+                }
+                Some(series_response::Result::Batch(batch)) => {
+                    for series in batch.series {
+                        self.accept(series, read).await?;
+                    }
+                }
                 Some(series_response::Result::Warning(warning)) => {
                     self.send(Frame::Warning(format!(
                         "{}: {warning}",
                         self.selected.name()
                     )))
                     .await?;
-                    continue;
                 }
                 // Store-specific hints mean nothing to the querier behind us.
-                Some(series_response::Result::Hints(_)) | None => continue,
-            };
-            for mut series in series {
-                self.received += 1;
-                labels::normalize(&mut series.labels).map_err(Stop::Failed)?;
-                if series.chunks.is_empty() && !self.skip_chunks {
-                    // A series without chunks breaks the querier's iterator.
-                    continue;
-                }
-                self.selected.endpoint.metrics.series_received.inc();
-                if eager {
-                    labels::strip(&mut series.labels, &self.work.strip);
-                    if self
-                        .work
-                        .shard
-                        .as_ref()
-                        .is_none_or(|s| s.matches(&series.labels))
-                    {
-                        buffered.push(series);
-                    }
-                    continue;
-                }
-                if let Some(prev) = &previous
-                    && labels::compare(&series.labels, prev) == Ordering::Less
-                {
-                    return Err(Stop::Failed(format!(
-                        "sent series out of order: {} after {}; the rest of its answer is dropped",
-                        labels::Display(&series.labels),
-                        labels::Display(prev)
-                    )));
-                }
-                previous = Some(series.labels.clone());
-                if self
-                    .work
-                    .shard
-                    .as_ref()
-                    .is_none_or(|s| s.matches(&series.labels))
-                {
-                    self.send(Frame::Series(series)).await?;
-                }
+                Some(series_response::Result::Hints(_)) | None => {}
             }
         }
-        if eager {
-            buffered.sort_by(|a, b| labels::compare(&a.labels, &b.labels));
-            for series in buffered {
-                self.send(Frame::Series(series)).await?;
+        Ok(())
+    }
+
+    /// Takes one series from the remote. The previous one is sent only now,
+    /// once this one has been checked against it: that keeps the order check
+    /// free of copies.
+    async fn accept(&mut self, mut series: Series, read: &mut Read) -> Result<(), Stop> {
+        self.received += 1;
+        labels::normalize(&mut series.labels).map_err(Stop::Failed)?;
+        if series.chunks.is_empty() && !self.skip_chunks {
+            // A series without chunks breaks the querier's iterator.
+            return Ok(());
+        }
+        self.selected.endpoint.metrics.series_received.inc();
+        let shard_keeps = |labels: &[crate::proto::thanos::Label]| {
+            self.work.shard.as_ref().is_none_or(|s| s.matches(labels))
+        };
+        if !self.work.strip.is_empty() {
+            // Stripping labels may reorder: buffer, and sort at the end.
+            labels::strip(&mut series.labels, &self.work.strip);
+            if shard_keeps(&series.labels) {
+                read.buffered.push(series);
             }
+            return Ok(());
+        }
+        if let Some(last) = &read.last
+            && labels::compare(&series.labels, &last.series.labels) == Ordering::Less
+        {
+            return Err(Stop::Failed(format!(
+                "sent series out of order: {} after {}; the rest of its answer is dropped",
+                labels::Display(&series.labels),
+                labels::Display(&last.series.labels)
+            )));
+        }
+        let keep = shard_keeps(&series.labels);
+        if let Some(last) = read.last.replace(Received { series, keep })
+            && last.keep
+        {
+            self.send(Frame::Series(last.series)).await?;
         }
         Ok(())
     }
