@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use thanos_fanout::labels::from_pairs;
+use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
 use thanos_fanout::proto::thanos::store_client::StoreClient;

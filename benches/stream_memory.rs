@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures::Stream;
-use thanos_fanout::labels::from_pairs;
+use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
 use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
 use thanos_fanout::proto::thanos::store_client::StoreClient;

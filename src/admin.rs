@@ -1,5 +1,6 @@
 //! The HTTP side: `/metrics` for Prometheus, `/-/healthy` for liveness and
-//! `/-/ready` for readiness (ready once every remote was asked for Info once).
+//! `/-/ready` for readiness (ready once every remote was asked for Info once;
+//! the app says when).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,45 +12,19 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-
-/// Whether we are ready to answer queries: every remote endpoint has been
-/// asked for Info once. Shared by the HTTP probe, Info and the health service.
-#[derive(Clone, Debug)]
-pub struct Readiness(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
-    }
-}
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    pub fn set_ready(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Resolves once ready.
-    pub async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|ready| *ready).await;
-    }
-}
+use tokio::sync::watch;
 
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
-    ready: Readiness,
+    ready: watch::Receiver<bool>,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
-    ready: Readiness,
+    ready: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -82,7 +57,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn ready_probe(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.is_ready() {
+    if *state.ready.borrow() {
         (StatusCode::OK, "OK\n")
     } else {
         (

@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::Readiness;
 use crate::config::ValidConfig;
 use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
 use crate::fanout::Fanout;
@@ -19,6 +18,39 @@ use crate::metrics::{RemoteFamilies, ServerMetrics};
 use crate::server::{self, InfoService, Services, StoreService};
 use crate::tls;
 use crate::upstream::{self, UpstreamError, Upstreams};
+
+/// Whether we are ready to answer queries: every remote endpoint has been
+/// asked for Info once. The app sets it; the HTTP probe and
+/// Info read it through [`Readiness::subscribe`].
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<watch::Sender<bool>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+}
+
+impl Readiness {
+    /// A receiver for a component that only reads readiness.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub fn set_ready(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once ready.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +224,7 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
     let mut servers = JoinSet::new();
     let services = Services {
         store: StoreService::new(fanout, server_metrics),
-        info: InfoService::new(upstreams.clone(), ready.clone()),
+        info: InfoService::new(upstreams.clone(), ready.subscribe()),
         health: health_reporter.clone(),
     };
     servers.spawn({
@@ -204,7 +236,7 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
         let registry = registry.clone();
         let ready = ready.clone();
         async move {
-            crate::admin::serve(http_listener, registry, ready, shutdown)
+            crate::admin::serve(http_listener, registry, ready.subscribe(), shutdown)
                 .await
                 .map_err(AppError::Http)
         }

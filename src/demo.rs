@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::app::{self, AppError};
 use crate::certs::{Authority, Pem};
 use crate::config::{ConfigError, RemoteConfig, TlsConfig, ValidConfig};
-use crate::labels;
+use crate::labelset;
 use crate::proto::thanos::store_client::StoreClient;
 use crate::proto::thanos::{
     LabelMatcher, LabelValuesRequest, SeriesRequest, label_matcher, series_response,
@@ -65,7 +65,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
         let name = format!("{cluster}.remote.test");
         let Pem { cert, key } = ca.server(&[&name])?;
         let tls = crate::tls::server_config(&cert, &key, Some(&ca.cert_pem()))?;
-        let data = Dataset::demo(labels::from_pairs([("cluster", cluster)]), now)?;
+        let data = Dataset::demo(labelset::from_pairs([("cluster", cluster)]), now)?;
         let store = SyntheticStore::new(data);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -165,7 +165,7 @@ async fn self_check(endpoint: &str) -> Result<String, DemoError> {
                 count += 1;
                 lines.push_str(&format!(
                     "  {} with {} chunks\n",
-                    labels::Display(&s.labels),
+                    labelset::Display(&s.labels),
                     s.chunks.len()
                 ));
             }

@@ -11,7 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fanout;
-pub mod labels;
+pub mod labelset;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -12,5 +12,9 @@ pub mod thanos {
     }
 }
 
+/// Largest gRPC message either side accepts. Thanos peers allow 2 GiB;
+/// tonic's default of 4 MiB breaks on real Series frames.
+pub const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
+
 /// File descriptor set of every `.proto` in `proto/`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("thanos_descriptor");

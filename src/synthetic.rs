@@ -16,7 +16,8 @@ use xxhash_rust::xxh64::xxh64;
 
 use crate::chunkenc::{self, ChunkError, SAMPLES_PER_CHUNK};
 use crate::fanout::shard::ShardMatcher;
-use crate::labels::{self, Matcher};
+use crate::labelset::{self, Matcher};
+use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::thanos::info::info_server::{Info, InfoServer};
 use crate::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo, TsdbInfo};
 use crate::proto::thanos::store_server::{Store, StoreServer};
@@ -25,7 +26,6 @@ use crate::proto::thanos::{
     LabelValuesResponse, Series, SeriesBatch, SeriesRequest, SeriesResponse, ZLabelSet,
     series_response,
 };
-use crate::upstream::MAX_MESSAGE_SIZE;
 
 /// One series as samples, before encoding.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ impl Dataset {
             }
             encoded.push(Series { labels, chunks });
         }
-        encoded.sort_by(|a, b| labels::compare(&a.labels, &b.labels));
+        encoded.sort_by(|a, b| labelset::compare(&a.labels, &b.labels));
         if min_time > max_time {
             (min_time, max_time) = (0, 0);
         }
@@ -109,7 +109,7 @@ impl Dataset {
                     // api-1 restarts every two hours: its counters reset.
                     let period = if i == 1 { 2 * 3600 * 1000 } else { i64::MAX };
                     series.push(SampleSeries {
-                        labels: labels::from_pairs([
+                        labels: labelset::from_pairs([
                             ("__name__", "demo_http_requests_total"),
                             ("job", "api"),
                             ("instance", instance),
@@ -123,7 +123,7 @@ impl Dataset {
                 }
             }
             series.push(SampleSeries {
-                labels: labels::from_pairs([
+                labels: labelset::from_pairs([
                     ("__name__", "up"),
                     ("job", "api"),
                     ("instance", instance),
@@ -133,7 +133,7 @@ impl Dataset {
         }
         for (i, room) in ["lab", "office", "server-room"].into_iter().enumerate() {
             series.push(SampleSeries {
-                labels: labels::from_pairs([
+                labels: labelset::from_pairs([
                     ("__name__", "demo_temperature_celsius"),
                     ("job", "sensors"),
                     ("room", room),
@@ -191,7 +191,7 @@ impl SyntheticStore {
     }
 
     fn compile(matchers: &[crate::proto::thanos::LabelMatcher]) -> Result<Vec<Matcher>, Status> {
-        labels::compile_all(matchers).map_err(|e| Status::invalid_argument(e.to_string()))
+        labelset::compile_all(matchers).map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
     /// Series matching the matchers with data in `[min, max]`, labels final.
@@ -211,7 +211,7 @@ impl SyntheticStore {
             .data
             .series
             .iter()
-            .filter(|s| labels::matches_series(matchers, &s.labels))
+            .filter(|s| labelset::matches_series(matchers, &s.labels))
             .filter_map(|s| {
                 let chunks: Vec<AggrChunk> = s
                     .chunks
@@ -223,11 +223,11 @@ impl SyntheticStore {
                     return None;
                 }
                 let mut labels = s.labels.clone();
-                labels::strip(&mut labels, strip);
+                labelset::strip(&mut labels, strip);
                 Some((labels, chunks))
             })
             .collect();
-        out.sort_by(|a, b| labels::compare(&a.0, &b.0));
+        out.sort_by(|a, b| labelset::compare(&a.0, &b.0));
         out
     }
 

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use xxhash_rust::xxh64::xxh64;
 
-use crate::labels;
+use crate::labelset;
 use crate::proto::thanos::{AggrChunk, Chunk, Series};
 
 /// One item of a per-remote stream.
@@ -33,7 +33,7 @@ struct Head {
 
 impl Ord for Head {
     fn cmp(&self, other: &Self) -> Ordering {
-        labels::compare(&self.series.labels, &other.series.labels)
+        labelset::compare(&self.series.labels, &other.series.labels)
             .then(self.source.cmp(&other.source))
     }
 }
@@ -112,7 +112,7 @@ impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
             }
             let continues_run = match (&self.run, self.heap.peek()) {
                 (Some(run), Some(Reverse(top))) => {
-                    labels::compare(&top.series.labels, &run.first.labels) == Ordering::Equal
+                    labelset::compare(&top.series.labels, &run.first.labels) == Ordering::Equal
                 }
                 _ => false,
             };
@@ -213,7 +213,7 @@ fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::from_pairs;
+    use crate::labelset::from_pairs;
     use futures::stream;
     use proptest::prelude::*;
 
@@ -315,7 +315,7 @@ mod tests {
                         .collect(),
                 })
                 .collect();
-            out.sort_by(|a, b| labels::compare(&a.labels, &b.labels));
+            out.sort_by(|a, b| labelset::compare(&a.labels, &b.labels));
             out
         })
     }
@@ -343,7 +343,7 @@ mod tests {
 
             // Strictly increasing label sets: sorted and no label set twice.
             for w in merged.windows(2) {
-                prop_assert_eq!(labels::compare(&w[0].labels, &w[1].labels), Ordering::Less);
+                prop_assert_eq!(labelset::compare(&w[0].labels, &w[1].labels), Ordering::Less);
             }
             // Nothing lost: every input label set and every distinct chunk is there.
             let input: Vec<&Series> = sources.iter().flatten().collect();

@@ -6,7 +6,7 @@
 //! merge -> response. A remote's failure is a value (a warning naming the
 //! remote, or an abort), never a panic.
 
-mod labels;
+mod label_calls;
 pub mod merge;
 mod series;
 pub mod shard;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 pub use series::SeriesStream;
 
-use crate::labels::{Matcher, label_sets_match};
+use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
 use crate::upstream::{Endpoint, RemoteInfo, Upstreams};
 

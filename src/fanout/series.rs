@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::merge::{Frame, Merge};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts, secs};
-use crate::labels;
+use crate::labelset;
 use crate::metrics::{Method, Outcome};
 use crate::proto::thanos::{Series, SeriesBatch, SeriesRequest, SeriesResponse, series_response};
 use crate::upstream::StreamLease;
@@ -69,7 +69,7 @@ impl Fanout {
         req: SeriesRequest,
         ctx: RequestContext,
     ) -> Result<SeriesStream, FanoutError> {
-        let matchers = labels::compile_all(&req.matchers)
+        let matchers = labelset::compile_all(&req.matchers)
             .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
         let plan = self.plan(&matchers, req.min_time, req.max_time);
         let abort = aborts(req.partial_response_strategy, req.partial_response_disabled);
@@ -242,7 +242,7 @@ impl Pump {
         result?;
         if !read.buffered.is_empty() {
             read.buffered
-                .sort_by(|a, b| labels::compare(&a.labels, &b.labels));
+                .sort_by(|a, b| labelset::compare(&a.labels, &b.labels));
             for series in read.buffered {
                 self.send(Frame::Series(series)).await?;
             }
@@ -285,7 +285,7 @@ impl Pump {
     /// free of copies.
     async fn accept(&mut self, mut series: Series, read: &mut Read) -> Result<(), Stop> {
         self.received += 1;
-        labels::normalize(&mut series.labels).map_err(Stop::Failed)?;
+        labelset::normalize(&mut series.labels).map_err(Stop::Failed)?;
         if series.chunks.is_empty() && !self.skip_chunks {
             // A series without chunks breaks the querier's iterator.
             return Ok(());
@@ -296,19 +296,19 @@ impl Pump {
         };
         if !self.work.strip.is_empty() {
             // Stripping labels may reorder: buffer, and sort at the end.
-            labels::strip(&mut series.labels, &self.work.strip);
+            labelset::strip(&mut series.labels, &self.work.strip);
             if shard_keeps(&series.labels) {
                 read.buffered.push(series);
             }
             return Ok(());
         }
         if let Some(last) = &read.last
-            && labels::compare(&series.labels, &last.series.labels) == Ordering::Less
+            && labelset::compare(&series.labels, &last.series.labels) == Ordering::Less
         {
             return Err(Stop::Failed(format!(
                 "sent series out of order: {} after {}; the rest of its answer is dropped",
-                labels::Display(&series.labels),
-                labels::Display(&last.series.labels)
+                labelset::Display(&series.labels),
+                labelset::Display(&last.series.labels)
             )));
         }
         let keep = shard_keeps(&series.labels);

@@ -48,7 +48,7 @@ impl ShardMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::from_pairs;
+    use crate::labelset::from_pairs;
 
     #[test]
     fn every_series_lands_in_exactly_one_shard() {

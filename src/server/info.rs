@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::admin::Readiness;
-use crate::labels;
+use crate::labelset;
 use crate::proto::thanos::ZLabelSet;
 use crate::proto::thanos::info::info_server::Info;
 use crate::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
@@ -14,12 +14,12 @@ use crate::upstream::Upstreams;
 
 pub struct InfoService {
     upstreams: Arc<Upstreams>,
-    ready: Readiness,
+    ready: watch::Receiver<bool>,
 }
 
 impl InfoService {
     /// `ready` turns true once every endpoint has been asked for Info once.
-    pub fn new(upstreams: Arc<Upstreams>, ready: Readiness) -> Self {
+    pub fn new(upstreams: Arc<Upstreams>, ready: watch::Receiver<bool>) -> Self {
         Self { upstreams, ready }
     }
 }
@@ -46,7 +46,7 @@ pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
             .flat_map(|info| info.label_sets.iter().cloned())
             .collect()
     };
-    label_sets.sort_by(|a, b| labels::compare(a, b));
+    label_sets.sort_by(|a, b| labelset::compare(a, b));
     label_sets.dedup();
     let (min_time, max_time) = if known.is_empty() {
         // Like a querier with no stores: ask for everything, answer empty.
@@ -82,7 +82,7 @@ pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
 #[tonic::async_trait]
 impl Info for InfoService {
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        if !self.ready.is_ready() {
+        if !*self.ready.borrow() {
             return Err(Status::unavailable(
                 "not ready: the first Info round to the remotes is still running",
             ));

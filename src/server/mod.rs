@@ -18,9 +18,9 @@ pub use info::InfoService;
 pub use store::StoreService;
 
 use crate::fanout::{FanoutError, RequestContext};
+use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::thanos::info::info_server::InfoServer;
 use crate::proto::thanos::store_server::StoreServer;
-use crate::upstream::MAX_MESSAGE_SIZE;
 
 /// The one place fan-out errors become gRPC statuses.
 pub fn status(err: FanoutError) -> Status {

@@ -19,17 +19,14 @@ pub use pool::StreamLease;
 
 use crate::config::RemoteConfig;
 use crate::discovery::{Dial, Dns, EndpointSpec, Target, join_host_port};
-use crate::labels;
+use crate::labelset;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
+use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::thanos::Label;
 use crate::proto::thanos::info::info_client::InfoClient;
 use crate::proto::thanos::info::{InfoRequest, InfoResponse, TsdbInfo};
 use crate::proto::thanos::store_client::StoreClient;
 use crate::tls::{self, ClientTls, TlsError};
-
-/// Thanos peers allow messages up to 2 GiB; tonic's default of 4 MiB breaks
-/// on real Series frames.
-pub const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 
 /// A remote that could not be set up from its config.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +62,7 @@ impl RemoteInfo {
         let mut label_sets = Vec::with_capacity(resp.label_sets.len());
         for set in resp.label_sets {
             let mut set = set.labels;
-            labels::normalize(&mut set).map_err(|e| format!("external labels: {e}"))?;
+            labelset::normalize(&mut set).map_err(|e| format!("external labels: {e}"))?;
             if !set.is_empty() {
                 label_sets.push(set);
             }
@@ -201,7 +198,7 @@ impl Endpoint {
                     let label_sets: Vec<String> = info
                         .label_sets
                         .iter()
-                        .map(|s| labels::Display(s).to_string())
+                        .map(|s| labelset::Display(s).to_string())
                         .collect();
                     tracing::info!(remote = %self.remote, endpoint = %self.address, label_sets = %label_sets.join(" "), "endpoint is healthy");
                 }

@@ -14,7 +14,7 @@ use futures::Stream;
 use thanos_fanout::app::{self, Running};
 use thanos_fanout::certs::Authority;
 use thanos_fanout::config::{Config, RemoteConfig, TlsConfig};
-use thanos_fanout::labels::from_pairs;
+use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
 use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse};
 use thanos_fanout::proto::thanos::store_client::StoreClient;

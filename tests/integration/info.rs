@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use thanos_fanout::labels::from_pairs;
+use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
 use thanos_fanout::synthetic::Capabilities;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use thanos_fanout::chunkenc::decode_xor;
-use thanos_fanout::labels::{compare, from_pairs};
+use thanos_fanout::labelset::{compare, from_pairs};
 use thanos_fanout::proto::thanos::{
     PartialResponseStrategy, Series, SeriesBatch, SeriesResponse, label_matcher, series_response,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use thanos_fanout::app::Running;
 use thanos_fanout::config::RemoteConfig;
-use thanos_fanout::labels::compare;
+use thanos_fanout::labelset::compare;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
 use thanos_fanout::proto::thanos::{
@@ -335,7 +335,7 @@ fn raw(min: i64, data: &[u8]) -> AggrChunk {
 fn frame(labels: &[(&str, &str)], chunks: Vec<AggrChunk>) -> SeriesResponse {
     SeriesResponse {
         result: Some(series_response::Result::Series(Series {
-            labels: thanos_fanout::labels::from_pairs(labels.iter().copied()),
+            labels: thanos_fanout::labelset::from_pairs(labels.iter().copied()),
             chunks,
         })),
     }

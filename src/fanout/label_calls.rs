@@ -10,7 +10,7 @@ use tracing::Instrument;
 use tokio::time::Instant;
 
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts, secs};
-use crate::labels;
+use crate::labelset;
 use crate::metrics::{Method, Outcome};
 use crate::proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
@@ -25,7 +25,7 @@ impl Fanout {
         req: LabelNamesRequest,
         ctx: RequestContext,
     ) -> Result<LabelNamesResponse, FanoutError> {
-        let matchers = labels::compile_all(&req.matchers)
+        let matchers = labelset::compile_all(&req.matchers)
             .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
         let plan = self.plan(&matchers, req.start, req.end);
         let abort = aborts(req.partial_response_strategy, req.partial_response_disabled);
@@ -76,7 +76,7 @@ impl Fanout {
                 "label name parameter cannot be empty".into(),
             ));
         }
-        let matchers = labels::compile_all(&req.matchers)
+        let matchers = labelset::compile_all(&req.matchers)
             .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
         if req.without_replica_labels.contains(&req.label) {
             // Values of a stripped replica label are, by definition, not there.
