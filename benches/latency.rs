@@ -10,12 +10,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use thanos_fanout::demo::synthetic::{Dataset, SampleSeries, SyntheticStore};
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
 use thanos_fanout::proto::thanos::store_client::StoreClient;
 use thanos_fanout::proto::thanos::{LabelMatcher, LabelNamesRequest, SeriesRequest};
-use thanos_fanout::synthetic::{Dataset, SampleSeries, SyntheticStore};
 use tonic::transport::Channel;
 
 /// Latencies of `calls` sequential calls, sorted.

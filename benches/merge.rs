@@ -4,10 +4,10 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::stream;
+use thanos_fanout::demo::synthetic::encode_chunks;
 use thanos_fanout::fanout::merge::{Frame, Merge};
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::{AggrChunk, Series};
-use thanos_fanout::synthetic::encode_chunks;
 
 const TOTAL: usize = 30_000;
 

@@ -112,7 +112,7 @@ async fn main() {
     // `cargo test --benches` runs this with --bench absent; keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
     let samples: Vec<(i64, f64)> = (0..1440).map(|i| (i * 15_000, (i % 97) as f64)).collect();
-    let chunks = thanos_fanout::synthetic::encode_chunks(&samples).expect("chunks");
+    let chunks = thanos_fanout::demo::synthetic::encode_chunks(&samples).expect("chunks");
     let bytes_per_series: usize = chunks
         .iter()
         .map(|c| c.raw.as_ref().map_or(0, |r| r.data.len()))

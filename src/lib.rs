@@ -4,8 +4,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod certs;
-pub mod chunkenc;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -15,7 +13,6 @@ pub mod labelset;
 pub mod metrics;
 pub mod proto;
 pub mod server;
-pub mod synthetic;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

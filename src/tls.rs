@@ -1,30 +1,22 @@
-//! TLS with rustls: PEM loading, client configs for remotes, server configs
-//! (used by the demo's remotes and by tests), a TLS accept loop for tonic,
-//! and turning handshake failures into sentences an operator can act on.
+//! TLS with rustls: PEM loading, client configs for remotes, and turning
+//! handshake failures into sentences an operator can act on.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
-use std::task::{Context, Poll};
 
 use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
 
 use crate::config::TlsConfig;
 
 /// gRPC peers (grpc-go in particular) refuse TLS without ALPN `h2`.
-const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// A certificate or key file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +58,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     })
 }
 
-fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM: {e}"))?;
@@ -84,13 +76,13 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| format!("invalid PEM: {e}"))?
         .ok_or_else(|| "no PRIVATE KEY block found".into())
 }
 
-fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
+pub(crate) fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots.add(cert).map_err(|source| TlsError::Rustls {
@@ -384,114 +376,4 @@ impl ServerCertVerifier for NoVerification {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-/// A gRPC server TLS config from PEM text, requiring client certificates
-/// signed by `client_ca_pem` when given.
-pub fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
-    client_ca_pem: Option<&str>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    install_crypto_provider();
-    let pem_err = |reason| TlsError::Pem {
-        path: PathBuf::from("<inline PEM>"),
-        reason,
-    };
-    let chain = parse_certs(cert_pem.as_bytes()).map_err(pem_err)?;
-    let key = parse_key(key_pem.as_bytes()).map_err(pem_err)?;
-    let builder = ServerConfig::builder();
-    let builder = match client_ca_pem {
-        Some(ca) => {
-            let roots = root_store(parse_certs(ca.as_bytes()).map_err(pem_err)?)?;
-            builder
-                .with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Rustls {
-            what: "server certificate",
-            source,
-        })?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// A server-side TLS connection that tonic can serve.
-pub struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Accepts TCP connections and completes TLS handshakes concurrently, so a
-/// slow or failing client never holds up the others. Failed handshakes are
-/// logged and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-) -> impl Stream<Item = Result<TlsConn, io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        continue;
-                    }
-                },
-                _ = tx.closed() => return,
-            };
-            // As for plaintext: small gRPC frames must not wait for ACKs.
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match acceptor.accept(tcp).await {
-                    Ok(tls) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
-                    }
-                    Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }

@@ -18,7 +18,7 @@ where
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(thanos_fanout::synthetic::serve(
+    tokio::spawn(thanos_fanout::demo::synthetic::serve(
         store.clone(),
         store,
         listener,

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use futures::Stream;
 use thanos_fanout::app::{self, Running};
-use thanos_fanout::certs::Authority;
 use thanos_fanout::config::{Config, RemoteConfig, TlsConfig};
+use thanos_fanout::demo::certs::Authority;
+use thanos_fanout::demo::synthetic::{Capabilities, Dataset, SampleSeries, SyntheticStore};
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
 use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse};
@@ -23,7 +24,6 @@ use thanos_fanout::proto::thanos::{
     Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
     LabelValuesResponse, Series, SeriesRequest, SeriesResponse, label_matcher, series_response,
 };
-use thanos_fanout::synthetic::{Capabilities, Dataset, SampleSeries, SyntheticStore};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -273,8 +273,12 @@ impl Pki {
     /// A server config for `names`, requiring client certificates from our CA.
     pub fn server(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
         let pem = self.ca.server(names).expect("server cert");
-        thanos_fanout::tls::server_config(&pem.cert, &pem.key, Some(&self.ca.cert_pem()))
-            .expect("server config")
+        thanos_fanout::demo::tls_server::server_config(
+            &pem.cert,
+            &pem.key,
+            Some(&self.ca.cert_pem()),
+        )
+        .expect("server config")
     }
 }
 
@@ -383,64 +387,13 @@ async fn serve_fake(
     });
     let _ = match tls {
         Some(config) => {
-            // TLS accept loop on a listener we can count connections on.
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            tokio::spawn(async move {
-                let mut counted = counted;
-                while let Some(Ok(tcp)) = futures::StreamExt::next(&mut counted).await {
-                    let acceptor = acceptor.clone();
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        if let Ok(tls) = acceptor.accept(tcp).await {
-                            let _ = tx.send(Ok::<_, std::io::Error>(TestTlsConn(tls))).await;
-                        }
-                    });
-                }
-            });
+            let incoming = thanos_fanout::demo::tls_server::accept(Box::pin(counted), config);
             router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::ReceiverStream::new(rx),
-                    shutdown,
-                )
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         None => router.serve_with_incoming_shutdown(counted, shutdown).await,
     };
-}
-
-/// A server-side TLS stream tonic can serve.
-struct TestTlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
-
-impl tonic::transport::server::Connected for TestTlsConn {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl tokio::io::AsyncRead for TestTlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for TestTlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
 }
 
 /// Series `i` of a [`SeriesScript::Large`] answer: `{__name__="big", at="<i>"}`

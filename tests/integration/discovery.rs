@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use thanos_fanout::app::Running;
 use thanos_fanout::config::{Config, RemoteConfig, TlsConfig};
-use thanos_fanout::synthetic::Capabilities;
+use thanos_fanout::demo::synthetic::Capabilities;
 
 use crate::common::*;
 use crate::dns_server::TestDns;

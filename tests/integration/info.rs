@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use thanos_fanout::demo::synthetic::Capabilities;
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
-use thanos_fanout::synthetic::Capabilities;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;

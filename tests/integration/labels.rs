@@ -1,9 +1,9 @@
 //! LabelNames and LabelValues: merge, limit, warnings, invalid requests.
 
+use thanos_fanout::demo::synthetic::Capabilities;
 use thanos_fanout::proto::thanos::{
     LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy,
 };
-use thanos_fanout::synthetic::Capabilities;
 use tonic::Code;
 
 use crate::common::*;

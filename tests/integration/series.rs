@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use thanos_fanout::chunkenc::decode_xor;
+use thanos_fanout::demo::chunkenc::decode_xor;
+use thanos_fanout::demo::synthetic::Capabilities;
 use thanos_fanout::labelset::{compare, from_pairs};
 use thanos_fanout::proto::thanos::{
     PartialResponseStrategy, Series, SeriesBatch, SeriesResponse, label_matcher, series_response,
 };
-use thanos_fanout::synthetic::Capabilities;
 use tonic::Code;
 
 use crate::common::*;

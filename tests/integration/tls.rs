@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use thanos_fanout::app::Running;
-use thanos_fanout::certs::Authority;
-use thanos_fanout::synthetic::Capabilities;
+use thanos_fanout::demo::certs::Authority;
+use thanos_fanout::demo::synthetic::Capabilities;
 
 use crate::common::*;
 
@@ -56,8 +56,12 @@ async fn wrong_ca_says_unknown_authority() {
     let pki = Pki::new();
     let other = Authority::new("someone else").expect("CA");
     let pem = other.server(&["a.remote.test"]).expect("cert");
-    let tls = thanos_fanout::tls::server_config(&pem.cert, &pem.key, Some(&pki.ca.cert_pem()))
-        .expect("tls");
+    let tls = thanos_fanout::demo::tls_server::server_config(
+        &pem.cert,
+        &pem.key,
+        Some(&pki.ca.cert_pem()),
+    )
+    .expect("tls");
     let r = one_remote(tls).await;
     let running = fanout_to(r.addr, pki.client_tls("a.remote.test")).await;
     let error = last_error(&running).await.expect("fails");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use thanos_fanout::app::Running;
 use thanos_fanout::config::RemoteConfig;
+use thanos_fanout::demo::synthetic::Capabilities;
 use thanos_fanout::labelset::compare;
 use thanos_fanout::proto::thanos::info::InfoRequest;
 use thanos_fanout::proto::thanos::info::info_client::InfoClient;
@@ -15,7 +16,6 @@ use thanos_fanout::proto::thanos::{
     AggrChunk, Chunk, PartialResponseStrategy, Series, SeriesRequest, SeriesResponse,
     series_response,
 };
-use thanos_fanout::synthetic::Capabilities;
 use tonic::Code;
 use tonic::codec::Streaming;
 

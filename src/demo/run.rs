@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::app::{self, AppError};
-use crate::certs::{Authority, Pem};
 use crate::config::{ConfigError, RemoteConfig, TlsConfig, ValidConfig};
+use crate::demo::certs::{Authority, Pem};
+use crate::demo::synthetic::{self, Dataset, SyntheticStore};
 use crate::labelset;
 use crate::proto::thanos::store_client::StoreClient;
 use crate::proto::thanos::{
     LabelMatcher, LabelValuesRequest, SeriesRequest, label_matcher, series_response,
 };
-use crate::synthetic::{self, Dataset, SyntheticStore};
 
 const CLUSTERS: [&str; 3] = ["demo-a", "demo-b", "demo-c"];
 
@@ -28,7 +28,7 @@ pub enum DemoError {
         source: std::io::Error,
     },
     #[error("demo data: {0}")]
-    Data(#[from] crate::chunkenc::ChunkError),
+    Data(#[from] crate::demo::chunkenc::ChunkError),
     #[error("demo remote TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -64,7 +64,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
     for cluster in CLUSTERS {
         let name = format!("{cluster}.remote.test");
         let Pem { cert, key } = ca.server(&[&name])?;
-        let tls = crate::tls::server_config(&cert, &key, Some(&ca.cert_pem()))?;
+        let tls = crate::demo::tls_server::server_config(&cert, &key, Some(&ca.cert_pem()))?;
         let data = Dataset::demo(labelset::from_pairs([("cluster", cluster)]), now)?;
         let store = SyntheticStore::new(data);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

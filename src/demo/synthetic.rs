@@ -14,7 +14,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use xxhash_rust::xxh64::xxh64;
 
-use crate::chunkenc::{self, ChunkError, SAMPLES_PER_CHUNK};
+use crate::demo::chunkenc::{self, ChunkError, SAMPLES_PER_CHUNK};
 use crate::fanout::shard::ShardMatcher;
 use crate::labelset::{self, Matcher};
 use crate::proto::MAX_MESSAGE_SIZE;
@@ -412,7 +412,10 @@ where
     match tls {
         Some(config) => {
             router
-                .serve_with_incoming_shutdown(crate::tls::incoming(listener, config), shutdown)
+                .serve_with_incoming_shutdown(
+                    crate::demo::tls_server::incoming(listener, config),
+                    shutdown,
+                )
                 .await
         }
         None => {
