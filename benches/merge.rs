@@ -2,6 +2,9 @@
 //! the same total number of series split over 1, 3 and 10 sources, and the
 //! replica case where every source holds the same series.
 
+// A benchmark stops at the first thing it did not expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::stream;
 use thanos_fanout::demo::synthetic::encode_chunks;

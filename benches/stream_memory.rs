@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo bench --bench stream_memory` (release build).
 
+// A benchmark stops at the first thing it did not expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::pin::Pin;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Once};
 
 use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -59,7 +60,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub(crate) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM: {e}"))?;
     if certs.is_empty() {
@@ -77,9 +78,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 pub(crate) fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| format!("invalid PEM: {e}"))?
-        .ok_or_else(|| "no PRIVATE KEY block found".into())
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY block found".into(),
+        e => format!("invalid PEM: {e}"),
+    })
 }
 
 pub(crate) fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {

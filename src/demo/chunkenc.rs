@@ -286,13 +286,13 @@ pub fn chunk_samples(
             // `chunks` never yields an empty part.
             continue;
         };
-        if let Some(prev) = chunks.last() {
-            if min_time <= prev.max_time {
-                return Err(ChunkError::NonIncreasingTimestamp {
-                    prev: prev.max_time,
-                    got: min_time,
-                });
-            }
+        if let Some(prev) = chunks.last()
+            && min_time <= prev.max_time
+        {
+            return Err(ChunkError::NonIncreasingTimestamp {
+                prev: prev.max_time,
+                got: min_time,
+            });
         }
         chunks.push(EncodedChunk {
             min_time,

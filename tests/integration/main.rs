@@ -2,6 +2,10 @@
 //! certificates minted per test, the aggregator started from a config.
 //! One test binary, so the crate links once.
 
+// Helpers shared by the tests stop at the first thing they did not expect,
+// like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod common;
 mod discovery;

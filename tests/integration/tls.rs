@@ -213,8 +213,9 @@ async fn connections_are_reused_across_requests() {
 fn asks_without_requiring(pki: &Pki, name: &str) -> std::sync::Arc<rustls::ServerConfig> {
     thanos_fanout::tls::install_crypto_provider();
     let pem = pki.ca.server(&[name]).expect("server cert");
+    use rustls::pki_types::pem::PemObject;
     let certs = |text: &str| {
-        rustls_pemfile::certs(&mut text.as_bytes())
+        rustls::pki_types::CertificateDer::pem_slice_iter(text.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("certificates")
     };
@@ -226,9 +227,7 @@ fn asks_without_requiring(pki: &Pki, name: &str) -> std::sync::Arc<rustls::Serve
         .allow_unauthenticated()
         .build()
         .expect("verifier");
-    let key = rustls_pemfile::private_key(&mut pem.key.as_bytes())
-        .expect("key")
-        .expect("a key");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).expect("key");
     let mut config = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&pem.cert), key)
