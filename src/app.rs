@@ -59,6 +59,11 @@ pub enum AppError {
     Upstream(#[from] UpstreamError),
     #[error("discovery: {0}")]
     Resolver(String),
+    #[error("remote {remote}: {source}")]
+    Target {
+        remote: String,
+        source: crate::target::TargetError,
+    },
     #[error("listen on {what} address {address}: {source}")]
     Bind {
         what: &'static str,
@@ -159,19 +164,22 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
         &dns,
         config.fanout.streams_per_connection,
     )?);
-    let mut discoveries: Vec<RemoteDiscovery> = upstreams
-        .remotes
-        .iter()
-        .map(|remote| {
-            RemoteDiscovery::new(
-                remote.clone(),
-                dns.clone(),
-                config.discovery.clone(),
-                config.info.timeout,
-                discovery_metrics.clone(),
-            )
-        })
-        .collect();
+    let mut discoveries = Vec::with_capacity(config.remotes.len());
+    let mut endpoint_sets = Vec::with_capacity(config.remotes.len());
+    for remote in &config.remotes {
+        let (discovery, sets) = RemoteDiscovery::new(
+            remote,
+            dns.clone(),
+            config.discovery.clone(),
+            discovery_metrics.clone(),
+        )
+        .map_err(|source| AppError::Target {
+            remote: remote.name.clone(),
+            source,
+        })?;
+        discoveries.push(discovery);
+        endpoint_sets.push(sets);
+    }
     let fanout = Arc::new(Fanout::new(upstreams.clone(), config.fanout.buffer_frames));
 
     let (grpc_listener, grpc_addr) = bind("gRPC", &config.grpc.listen).await?;
@@ -192,6 +200,9 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
         background.spawn(async move {
             // First every remote's endpoints, then their Info, then ready.
             futures::future::join_all(discoveries.iter_mut().map(RemoteDiscovery::refresh)).await;
+            for (remote, sets) in upstreams.remotes.iter().zip(&mut endpoint_sets) {
+                remote.set_endpoints(&sets.borrow_and_update());
+            }
             upstreams.refresh_all(info.timeout).await;
             let endpoints = upstreams.endpoints();
             let healthy = endpoints.iter().filter(|e| e.queryable().is_some()).count();
@@ -204,15 +215,22 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::Serving)
                 .await;
-            // Discovery and Info polling live as long as this task: shutdown
-            // aborts it, and them with it.
+            // Discovery, the remotes following it, and Info polling live as
+            // long as this task: shutdown aborts it, and them with it.
             let discovery =
                 futures::future::join_all(discoveries.into_iter().map(RemoteDiscovery::run));
+            let follow = futures::future::join_all(
+                upstreams
+                    .remotes
+                    .iter()
+                    .zip(endpoint_sets)
+                    .map(|(remote, sets)| remote.follow(sets, info.timeout)),
+            );
             let poll = async {
                 tokio::time::sleep(info.interval).await;
-                upstream::poll_info(upstreams, info.interval, info.timeout).await;
+                upstream::poll_info(upstreams.clone(), info.interval, info.timeout).await;
             };
-            tokio::join!(discovery, poll);
+            tokio::join!(discovery, follow, poll);
         });
     }
 

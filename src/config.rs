@@ -17,7 +17,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::Target;
+use crate::target::Target;
 
 /// Top-level sections, the only names `FANOUT_*` variables may start with.
 const SECTIONS: &[&str] = &[

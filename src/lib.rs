@@ -13,6 +13,7 @@ pub mod labelset;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -13,7 +13,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::RData;
 use tokio::time::Instant;
 
-use super::{Dial, EndpointSpec, Target};
+use crate::target::{Dial, EndpointSpec, Target};
 
 /// Why a lookup gave no endpoints.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Target;
+use crate::target::Target;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,6 @@
 //! The discovery loop of one remote: resolves each target when its answer
 //! expires (never later than `refresh_interval`), re-reads file_sd files when
-//! they change, and publishes the union of endpoints to the remote.
+//! they change, and publishes the union of endpoints on a `watch` channel.
 //!
 //! A failed lookup keeps the last good endpoints. A name that is gone
 //! (NXDOMAIN, empty answer) keeps them too, until it has been gone for
@@ -16,11 +16,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Dns, EndpointSpec, LookupError, Target, read_file_sd};
-use crate::config::DiscoveryConfig;
-use crate::upstream::{Endpoint, Remote};
+use super::{Dns, LookupError, read_file_sd};
+use crate::config::{DiscoveryConfig, RemoteConfig};
+use crate::target::{EndpointSpec, Target, TargetError};
+
+/// A remote's endpoints as discovery last saw them, sorted.
+pub type EndpointSet = Arc<Vec<EndpointSpec>>;
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 enum LookupResult {
@@ -92,10 +96,9 @@ struct TargetState {
 
 /// Keeps one remote's endpoint set up to date.
 pub struct RemoteDiscovery {
-    remote: Arc<Remote>,
+    name: Arc<str>,
     dns: Dns,
     config: DiscoveryConfig,
-    info_timeout: Duration,
     static_targets: Vec<Target>,
     files: Vec<PathBuf>,
     /// Last good text and targets of each file.
@@ -103,36 +106,43 @@ pub struct RemoteDiscovery {
     next_file_check: Instant,
     targets: HashMap<Target, TargetState>,
     published: Option<BTreeSet<EndpointSpec>>,
+    tx: watch::Sender<EndpointSet>,
     metrics: DiscoveryMetrics,
 }
 
 impl RemoteDiscovery {
+    /// Discovery for `remote`, and the channel its endpoint sets come on
+    /// (empty until the first [`RemoteDiscovery::refresh`]).
     pub fn new(
-        remote: Arc<Remote>,
+        remote: &RemoteConfig,
         dns: Dns,
         config: DiscoveryConfig,
-        info_timeout: Duration,
         metrics: DiscoveryMetrics,
-    ) -> Self {
-        let static_targets = remote.targets().to_vec();
-        let files = remote.file_sd().to_vec();
-        Self {
-            remote,
+    ) -> Result<(Self, watch::Receiver<EndpointSet>), TargetError> {
+        let static_targets = remote
+            .targets
+            .iter()
+            .map(|raw| Target::parse(raw))
+            .collect::<Result<_, _>>()?;
+        let (tx, rx) = watch::channel(EndpointSet::default());
+        let discovery = Self {
+            name: remote.name.as_str().into(),
             dns,
             config,
-            info_timeout,
             static_targets,
-            files,
+            files: remote.file_sd.clone(),
             file_targets: HashMap::new(),
             next_file_check: Instant::now(),
             targets: HashMap::new(),
             published: None,
+            tx,
             metrics,
-        }
+        };
+        Ok((discovery, rx))
     }
 
     fn name(&self) -> &str {
-        &self.remote.name
+        &self.name
     }
 
     /// Re-reads file_sd files whose content changed; a file that cannot be
@@ -150,16 +160,16 @@ impl RemoteDiscovery {
                         .get(path)
                         .is_none_or(|(old, _)| *old != text);
                     if changed {
-                        tracing::info!(remote = %self.remote.name, file = %path.display(), targets = targets.len(), "file_sd targets loaded");
+                        tracing::info!(remote = %self.name, file = %path.display(), targets = targets.len(), "file_sd targets loaded");
                         self.file_targets.insert(path.clone(), (text, targets));
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(remote = %self.remote.name, %error, "file_sd unreadable; keeping its last targets");
+                    tracing::warn!(remote = %self.name, %error, "file_sd unreadable; keeping its last targets");
                     self.metrics
                         .file_errors
                         .get_or_create(&RemoteLabels {
-                            remote: self.remote.name.to_string(),
+                            remote: self.name.to_string(),
                         })
                         .inc();
                 }
@@ -175,9 +185,8 @@ impl RemoteDiscovery {
             .collect()
     }
 
-    /// One pass: files, due lookups, publication. Returns endpoints that are
-    /// new to the remote (their Info has not been asked yet).
-    pub async fn refresh(&mut self) -> Vec<Arc<Endpoint>> {
+    /// One pass: files, due lookups, publication of a changed set.
+    pub async fn refresh(&mut self) {
         let now = Instant::now();
         self.check_files(now);
         let wanted = self.all_targets();
@@ -245,30 +254,29 @@ impl RemoteDiscovery {
         }
     }
 
-    fn publish(&mut self) -> Vec<Arc<Endpoint>> {
+    fn publish(&mut self) {
         let set: BTreeSet<EndpointSpec> = self
             .targets
             .values()
             .flat_map(|s| s.endpoints.iter().cloned())
             .collect();
         if self.published.as_ref() == Some(&set) {
-            return Vec::new();
+            return;
         }
         let specs: Vec<EndpointSpec> = set.iter().cloned().collect();
-        let added = self.remote.set_endpoints(&specs);
         self.metrics
             .endpoints
             .get_or_create(&RemoteLabels {
-                remote: self.remote.name.to_string(),
+                remote: self.name.to_string(),
             })
             .set(specs.len() as i64);
         tracing::info!(
-            remote = %self.remote.name,
+            remote = %self.name,
             endpoints = %specs.iter().map(|s| s.dial.to_string()).collect::<Vec<_>>().join(","),
             "endpoint set changed"
         );
+        self.tx.send_replace(Arc::new(specs));
         self.published = Some(set);
-        added
     }
 
     /// When the next pass is due.
@@ -281,16 +289,17 @@ impl RemoteDiscovery {
             .unwrap_or_else(|| Instant::now() + self.config.refresh_interval)
     }
 
-    /// Runs forever; new endpoints are asked for Info at once.
+    /// Runs until nobody follows the endpoint sets any more.
     pub async fn run(mut self) {
         loop {
             let wake = self
                 .next_due()
                 .max(Instant::now() + Duration::from_millis(100));
-            tokio::time::sleep_until(wake).await;
-            let added = self.refresh().await;
-            let timeout = self.info_timeout;
-            futures::future::join_all(added.iter().map(|e| e.refresh_info(timeout))).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.tx.closed() => return,
+            }
+            self.refresh().await;
         }
     }
 }

@@ -20,7 +20,7 @@ pub use series::SeriesStream;
 
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
-use crate::upstream::{Endpoint, RemoteInfo, Upstreams};
+use crate::upstream::{Availability, Endpoint, RemoteInfo, Upstreams};
 
 /// A request that cannot be answered as asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,15 +122,15 @@ impl Fanout {
         };
         let mut plan = Plan::default();
         for endpoint in self.upstreams.endpoints() {
-            let state = endpoint.state();
-            match (&state.info, state.healthy, &state.last_error) {
-                (Some(info), true, _) if matches(info) => plan.selected.push(Selected {
-                    endpoint,
-                    info: info.clone(),
-                }),
-                (info, false, Some(error)) if info.as_deref().is_none_or(matches) => {
+            match endpoint.availability() {
+                Availability::Queryable(info) if matches(&info) => {
+                    plan.selected.push(Selected { endpoint, info });
+                }
+                Availability::Down { last_info, why }
+                    if last_info.as_deref().is_none_or(matches) =>
+                {
                     plan.skipped.push(format!(
-                        "remote {} ({}): not queried, its last Info call failed: {error}",
+                        "remote {} ({}): {why}",
                         endpoint.remote, endpoint.address
                     ));
                 }

@@ -15,7 +15,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::discovery::{Dial, Dns};
+use crate::discovery::Dns;
+use crate::target::Dial;
 use crate::tls::{ClientTls, HandshakeError};
 
 /// Why a connection to an endpoint could not be made.

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 pub use connect::ConnectError;
@@ -18,7 +19,7 @@ use pool::Pool;
 pub use pool::StreamLease;
 
 use crate::config::RemoteConfig;
-use crate::discovery::{Dial, Dns, EndpointSpec, Target, join_host_port};
+use crate::discovery::{Dns, EndpointSet};
 use crate::labelset;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
 use crate::proto::MAX_MESSAGE_SIZE;
@@ -26,6 +27,7 @@ use crate::proto::thanos::Label;
 use crate::proto::thanos::info::info_client::InfoClient;
 use crate::proto::thanos::info::{InfoRequest, InfoResponse, TsdbInfo};
 use crate::proto::thanos::store_client::StoreClient;
+use crate::target::{Dial, EndpointSpec, join_host_port};
 use crate::tls::{self, ClientTls, TlsError};
 
 /// A remote that could not be set up from its config.
@@ -33,12 +35,6 @@ use crate::tls::{self, ClientTls, TlsError};
 pub enum UpstreamError {
     #[error("remote {remote}: TLS: {source}")]
     Tls { remote: String, source: TlsError },
-    #[error("remote {remote}: target {target}: {reason}")]
-    Target {
-        remote: String,
-        target: String,
-        reason: String,
-    },
 }
 
 /// What an endpoint said about itself in its last successful Info answer.
@@ -88,6 +84,21 @@ pub struct EndpointState {
     pub healthy: bool,
     pub last_error: Option<String>,
     pub last_check: Option<Instant>,
+}
+
+/// Whether an endpoint may be queried; see [`Endpoint::availability`].
+#[derive(Debug, Clone)]
+pub enum Availability {
+    /// Its last Info call succeeded: queried when a request matches this Info.
+    Queryable(Arc<RemoteInfo>),
+    /// Its last Info call failed: not queried, but reported to a request
+    /// its last known Info matches (any request, if it never answered).
+    Down {
+        last_info: Option<Arc<RemoteInfo>>,
+        why: String,
+    },
+    /// Not asked for Info yet: neither queried nor reported.
+    Unknown,
 }
 
 /// One dialable address of a remote.
@@ -160,13 +171,26 @@ impl Endpoint {
         }
     }
 
+    /// The one health rule: whether the endpoint may be queried now, and if
+    /// not, what to say about it.
+    pub fn availability(&self) -> Availability {
+        let state = self.state();
+        match (&state.info, state.healthy, &state.last_error) {
+            (Some(info), true, _) => Availability::Queryable(info.clone()),
+            (last_info, false, Some(error)) => Availability::Down {
+                last_info: last_info.clone(),
+                why: format!("not queried, its last Info call failed: {error}"),
+            },
+            // Not asked yet (it appeared after the last poll).
+            _ => Availability::Unknown,
+        }
+    }
+
     /// The cached Info if the endpoint may be queried now.
     pub fn queryable(&self) -> Option<Arc<RemoteInfo>> {
-        let state = self.state();
-        if state.healthy {
-            state.info.clone()
-        } else {
-            None
+        match self.availability() {
+            Availability::Queryable(info) => Some(info),
+            _ => None,
         }
     }
 
@@ -231,11 +255,10 @@ impl Endpoint {
 }
 
 /// A configured remote: its TLS identity and its current endpoints, which
-/// discovery replaces as the targets resolve differently.
+/// follow the endpoint sets discovery publishes.
 pub struct Remote {
     pub name: Arc<str>,
     config: RemoteConfig,
-    targets: Vec<Target>,
     client_tls: Option<ClientTls>,
     dns: Dns,
     families: RemoteFamilies,
@@ -250,8 +273,8 @@ impl std::fmt::Debug for Remote {
 }
 
 impl Remote {
-    /// Loads certificates and parses targets, so problems surface before any
-    /// port is bound. Endpoints come from discovery.
+    /// Loads certificates, so problems surface before any port is bound.
+    /// Endpoints come from discovery.
     pub fn build(
         config: &RemoteConfig,
         families: &RemoteFamilies,
@@ -267,35 +290,15 @@ impl Remote {
                 remote: config.name.clone(),
                 source,
             })?;
-        let targets = config
-            .targets
-            .iter()
-            .map(|raw| {
-                Target::parse(raw).map_err(|e| UpstreamError::Target {
-                    remote: config.name.clone(),
-                    target: raw.clone(),
-                    reason: e.to_string(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
             name: config.name.as_str().into(),
             config: config.clone(),
-            targets,
             client_tls,
             dns: dns.clone(),
             families: families.clone(),
             streams_per_connection,
             endpoints: RwLock::new(Arc::new(Vec::new())),
         })
-    }
-
-    pub fn targets(&self) -> &[Target] {
-        &self.targets
-    }
-
-    pub fn file_sd(&self) -> &[std::path::PathBuf] {
-        &self.config.file_sd
     }
 
     /// The current endpoints.
@@ -337,6 +340,16 @@ impl Remote {
             Err(poisoned) => *poisoned.into_inner() = next,
         }
         added
+    }
+
+    /// Follows discovery's endpoint sets until discovery stops: endpoints
+    /// that appear are asked for Info at once.
+    pub async fn follow(&self, mut sets: watch::Receiver<EndpointSet>, info_timeout: Duration) {
+        while sets.changed().await.is_ok() {
+            let set = sets.borrow_and_update().clone();
+            let added = self.set_endpoints(&set);
+            futures::future::join_all(added.iter().map(|e| e.refresh_info(info_timeout))).await;
+        }
     }
 
     fn build_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, String> {
