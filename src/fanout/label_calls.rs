@@ -1,20 +1,21 @@
 //! LabelNames and LabelValues: parallel unary calls to the selected
 //! endpoints, merged sorted and unique, cut to `limit`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use tokio::time::Instant;
-
-use super::{Fanout, FanoutError, RequestContext, Selected, aborts, secs};
+use super::remote::{RemoteCall, settle};
+use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
 use crate::labelset;
-use crate::metrics::{Method, Outcome};
+use crate::metrics::Method;
 use crate::proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
+use crate::upstream::{RemoteError, RemoteErrorKind};
 
 /// One endpoint's answer: its list and its warnings.
 type Answer = (Vec<String>, Vec<String>);
@@ -58,7 +59,7 @@ impl Fanout {
             },
         )
         .await?;
-        warnings.extend(plan.skipped);
+        warnings.extend(plan.skipped.iter().map(ToString::to_string));
         Ok(LabelNamesResponse {
             names,
             warnings,
@@ -103,7 +104,7 @@ impl Fanout {
             },
         )
         .await?;
-        warnings.extend(plan.skipped);
+        warnings.extend(plan.skipped.iter().map(ToString::to_string));
         Ok(LabelValuesResponse {
             values,
             warnings,
@@ -127,53 +128,54 @@ where
     Fut: Future<Output = Result<Answer, tonic::Status>> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
-    for s in &selected {
-        let name = s.name();
+    let mut by_task = HashMap::new();
+    for s in selected {
+        let deadline = ctx.deadline_for(&s.endpoint);
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let fut = call(&s, deadline);
+        let span = tracing::info_span!("remote_labels", remote = %s.endpoint.remote, endpoint = %s.endpoint.address, ?method);
         let endpoint = s.endpoint.clone();
-        let deadline = ctx.deadline_for(&endpoint);
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let fut = call(s, deadline);
-        let span = tracing::info_span!("remote_labels", remote = %endpoint.remote, endpoint = %endpoint.address, ?method);
-        tasks.spawn(
+        let remote = RemoteCall::new(s, method);
+        let task = tasks.spawn(
             async move {
-                let result = match tokio::time::timeout_at(deadline, fut).await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(status)) => Err((Outcome::Error, endpoint.describe(&status))),
-                    Err(_) => Err((
-                        Outcome::Timeout,
-                        format!("no answer within {}", secs(timeout)),
-                    )),
-                };
-                endpoint.metrics.call(
-                    method,
-                    result.as_ref().map_or_else(|e| e.0, |_| Outcome::Success),
-                );
-                result.map_err(|(_, error)| format!("{name}: {error}"))
+                let result = remote
+                    .wait(fut, limit, || RemoteErrorKind::NoAnswer(limit))
+                    .await;
+                remote.finish(result.as_ref().map(|_| ()));
+                // The remote's own warnings name it, like a stream's do.
+                result.map(|(values, warnings)| {
+                    let warnings: Vec<String> = warnings
+                        .into_iter()
+                        .map(|w| remote.error(RemoteErrorKind::Warning(w)).to_string())
+                        .collect();
+                    (values, warnings)
+                })
             }
             .instrument(span),
         );
+        by_task.insert(task.id(), endpoint);
     }
     let mut merged = BTreeSet::new();
     let mut warnings = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok((values, remote_warnings))) => {
+        let result = joined.unwrap_or_else(|join_error| {
+            // A panicking call is a bug; report it like a failed remote.
+            let internal = RemoteErrorKind::Internal(join_error.to_string());
+            Err(match by_task.get(&join_error.id()) {
+                Some(endpoint) => endpoint.error(internal),
+                None => RemoteError {
+                    remote: "?".into(),
+                    endpoint: "?".into(),
+                    kind: internal,
+                },
+            })
+        });
+        match result {
+            Ok((values, remote_warnings)) => {
                 merged.extend(values);
                 warnings.extend(remote_warnings);
             }
-            Ok(Err(error)) if abort => return Err(FanoutError::Aborted(error)),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "remote label call failed");
-                warnings.push(error);
-            }
-            // A panicking call is a bug; report it like a failed remote.
-            Err(join_error) => {
-                let error = format!("internal error in a remote call: {join_error}");
-                if abort {
-                    return Err(FanoutError::Aborted(error));
-                }
-                warnings.push(error);
-            }
+            Err(error) => warnings.push(settle(error, abort)?),
         }
     }
     let mut values: Vec<String> = merged.into_iter().collect();

@@ -17,13 +17,14 @@ use xxhash_rust::xxh64::xxh64;
 
 use crate::labelset;
 use crate::proto::thanos::{AggrChunk, Chunk, Series};
+use crate::upstream::RemoteError;
 
 /// One item of a per-remote stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Frame {
     Series(Series),
-    /// A non-fatal problem, already naming the remote.
-    Warning(String),
+    /// A remote's failure or warning, for the partial-response strategy.
+    Warning(RemoteError),
 }
 
 struct Head {
@@ -58,7 +59,7 @@ pub struct Merge<S> {
     /// Sources whose next series we are waiting for.
     waiting: Vec<usize>,
     heap: BinaryHeap<Reverse<Head>>,
-    warnings: VecDeque<String>,
+    warnings: VecDeque<RemoteError>,
     run: Option<Run>,
 }
 
@@ -237,6 +238,14 @@ mod tests {
         }
     }
 
+    fn warning(remote: &str, text: &str) -> RemoteError {
+        RemoteError {
+            remote: remote.into(),
+            endpoint: format!("{remote}:1"),
+            kind: crate::upstream::RemoteErrorKind::Warning(text.into()),
+        }
+    }
+
     fn merge_all(sources: Vec<Vec<Frame>>) -> Vec<Frame> {
         let sources = sources.into_iter().map(stream::iter).collect();
         let mut merge = Merge::new(sources);
@@ -272,10 +281,10 @@ mod tests {
     fn warnings_come_first_and_series_are_sorted() {
         let a = vec![
             Frame::Series(series("b", vec![chunk(0, b"1")])),
-            Frame::Warning("remote x: boom".into()),
+            Frame::Warning(warning("x", "boom")),
         ];
         let b = vec![
-            Frame::Warning("remote y: slow".into()),
+            Frame::Warning(warning("y", "slow")),
             Frame::Series(series("a", vec![chunk(0, b"2")])),
             Frame::Series(series("c", vec![chunk(0, b"3")])),
         ];
@@ -284,12 +293,12 @@ mod tests {
             .iter()
             .map(|f| match f {
                 Frame::Series(s) => s.labels[0].value.clone(),
-                Frame::Warning(w) => w.clone(),
+                Frame::Warning(w) => w.to_string(),
             })
             .collect();
         // A warning is emitted as soon as it reaches the head of its source.
-        assert_eq!(names[0], "remote y: slow");
-        assert!(names.contains(&"remote x: boom".to_string()));
+        assert_eq!(names[0], "remote y (y:1): slow");
+        assert!(names.contains(&"remote x (x:1): boom".to_string()));
         let series: Vec<&String> = names.iter().filter(|n| n.len() == 1).collect();
         assert_eq!(series, ["a", "b", "c"]);
     }

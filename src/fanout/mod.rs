@@ -8,11 +8,11 @@
 
 mod label_calls;
 pub mod merge;
+mod remote;
 mod series;
 pub mod shard;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -20,7 +20,9 @@ pub use series::SeriesStream;
 
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
-use crate::upstream::{Availability, Endpoint, RemoteInfo, Upstreams};
+use crate::upstream::{
+    Availability, Endpoint, RemoteError, RemoteErrorKind, RemoteInfo, Upstreams,
+};
 
 /// A request that cannot be answered as asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,8 +31,8 @@ pub enum FanoutError {
     #[error("{0}")]
     InvalidArgument(String),
     /// A remote failed and the request asked for ABORT.
-    #[error("{0}")]
-    Aborted(String),
+    #[error(transparent)]
+    Aborted(RemoteError),
 }
 
 /// What the caller sent besides the request message.
@@ -84,16 +86,6 @@ struct Selected {
     info: Arc<RemoteInfo>,
 }
 
-impl Selected {
-    /// How warnings and errors name this endpoint.
-    fn name(&self) -> String {
-        format!(
-            "remote {} ({})",
-            self.endpoint.remote, self.endpoint.address
-        )
-    }
-}
-
 /// The fan-out engine shared by all StoreAPI handlers.
 #[derive(Debug)]
 pub struct Fanout {
@@ -129,16 +121,14 @@ impl Fanout {
                 Availability::Down { last_info, why }
                     if last_info.as_deref().is_none_or(matches) =>
                 {
-                    plan.skipped.push(format!(
-                        "remote {} ({}): {why}",
-                        endpoint.remote, endpoint.address
-                    ));
+                    plan.skipped
+                        .push(endpoint.error(RemoteErrorKind::NotQueried(why)));
                 }
                 _ => {}
             }
         }
         tracing::debug!(
-            endpoints = ?plan.selected.iter().map(Selected::name).collect::<Vec<_>>(),
+            endpoints = ?plan.selected.iter().map(|s| s.endpoint.address.as_str()).collect::<Vec<_>>(),
             skipped = plan.skipped.len(),
             "planned"
         );
@@ -150,21 +140,16 @@ impl Fanout {
 #[derive(Debug, Default)]
 struct Plan {
     selected: Vec<Selected>,
-    /// Warnings for unhealthy endpoints that would have matched.
-    skipped: Vec<String>,
+    /// Unhealthy endpoints that would have matched.
+    skipped: Vec<RemoteError>,
 }
 
 impl Plan {
     /// Under ABORT, an unreachable matching remote fails the call up front.
     fn check_abort(&self, abort: bool) -> Result<(), FanoutError> {
         match self.skipped.first() {
-            Some(warning) if abort => Err(FanoutError::Aborted(warning.clone())),
+            Some(error) if abort => Err(FanoutError::Aborted(error.clone())),
             _ => Ok(()),
         }
     }
-}
-
-/// Time left until `deadline`, for messages.
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }

@@ -24,12 +24,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use super::merge::{Frame, Merge};
+use super::remote::{RemoteCall, settle};
 use super::shard::ShardMatcher;
-use super::{Fanout, FanoutError, RequestContext, Selected, aborts, secs};
+use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
 use crate::labelset;
-use crate::metrics::{Method, Outcome};
+use crate::metrics::Method;
 use crate::proto::thanos::{Series, SeriesBatch, SeriesRequest, SeriesResponse, series_response};
-use crate::upstream::StreamLease;
+use crate::upstream::{RemoteError, RemoteErrorKind, StreamLease};
 
 /// The merged answer, as tonic wants it.
 pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, FanoutError>> + Send>>;
@@ -81,7 +82,7 @@ impl Fanout {
             abort,
             sent: 0,
             pending: Vec::new(),
-            queued: plan.skipped.into(),
+            queued: plan.skipped.iter().map(ToString::to_string).collect(),
             done: false,
             source: Source::Empty,
             tasks: JoinSet::new(),
@@ -109,7 +110,7 @@ impl Fanout {
                 caller_deadline: ctx.deadline,
                 timeout: endpoint.endpoint.timeout,
                 skip_chunks: forward.skip_chunks,
-                selected: endpoint,
+                call: RemoteCall::new(endpoint, Method::Series),
                 work,
                 tx,
                 received: 0,
@@ -128,7 +129,7 @@ impl Fanout {
 
 /// Reads one endpoint's stream into the merge's channel.
 struct Pump {
-    selected: Selected,
+    call: RemoteCall,
     /// Longest wait for the remote's next frame.
     timeout: Duration,
     caller_deadline: Option<Instant>,
@@ -159,52 +160,37 @@ struct Read {
 enum Stop {
     /// The merge is gone (querier cancelled, or another remote aborted the call).
     Cancelled,
-    /// The remote sent nothing for `timeout` while we waited for it.
-    Silent,
-    Failed(String),
+    Failed(RemoteError),
+}
+
+impl From<RemoteError> for Stop {
+    fn from(error: RemoteError) -> Self {
+        Self::Failed(error)
+    }
 }
 
 impl Pump {
     async fn run(mut self) {
-        let started = Instant::now();
-        let name = self.selected.name();
-        let metrics = self.selected.endpoint.metrics.clone();
         let result = match self.caller_deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, self.stream())
-                .await
-                .map_err(|_| ()),
-            None => Ok(self.stream().await),
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.stream()).await {
+                Ok(result) => result,
+                Err(_) => Err(Stop::Failed(self.call.error(
+                    RemoteErrorKind::CallerDeadline {
+                        elapsed: self.call.elapsed(),
+                        series: self.received,
+                    },
+                ))),
+            },
+            None => self.stream().await,
         };
-        let (outcome, error) = match result {
-            Ok(Ok(())) => (Outcome::Success, None),
-            Ok(Err(Stop::Cancelled)) => (Outcome::Cancelled, None),
-            Ok(Err(Stop::Failed(error))) => (Outcome::Error, Some(error)),
-            Ok(Err(Stop::Silent)) => (
-                Outcome::Timeout,
-                Some(format!(
-                    "sent nothing for {} (its timeout) after {} series; the rest of its answer is missing",
-                    secs(self.timeout),
-                    self.received
-                )),
-            ),
-            Err(()) => (
-                Outcome::Timeout,
-                Some(format!(
-                    "the caller's deadline passed after {} and {} series",
-                    secs(started.elapsed()),
-                    self.received
-                )),
-            ),
-        };
-        if let Some(error) = error {
-            tracing::warn!(%error, ?outcome, "remote series call failed");
-            let _ = self
-                .tx
-                .send(Frame::Warning(format!("{name}: {error}")))
-                .await;
+        match result {
+            Ok(()) => self.call.finish(Ok(())),
+            Err(Stop::Cancelled) => self.call.cancelled(),
+            Err(Stop::Failed(error)) => {
+                self.call.finish(Err(&error));
+                let _ = self.tx.send(Frame::Warning(error)).await;
+            }
         }
-        metrics.call(Method::Series, outcome);
-        tracing::debug!(?outcome, elapsed = ?started.elapsed(), series = self.received, "remote series call finished");
     }
 
     /// Waits for the remote, up to `timeout`, unless the merge goes away.
@@ -212,11 +198,12 @@ impl Pump {
         &self,
         step: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, Stop> {
+        let silent = || RemoteErrorKind::NoProgress {
+            timeout: self.timeout,
+            series: self.received,
+        };
         tokio::select! {
-            result = tokio::time::timeout(self.timeout, step) => match result {
-                Ok(result) => result.map_err(|s| Stop::Failed(self.selected.endpoint.describe(&s))),
-                Err(_) => Err(Stop::Silent),
-            },
+            result = self.call.wait(step, self.timeout, silent) => Ok(result?),
             // Notice a vanished merge even while the remote is silent.
             _ = self.tx.closed() => Err(Stop::Cancelled),
         }
@@ -229,7 +216,7 @@ impl Pump {
         );
         // Held until the stream ends: it keeps the connection's windows
         // large enough for every stream on it.
-        let (mut client, _lease): (_, StreamLease) = self.selected.endpoint.series_client();
+        let (mut client, _lease): (_, StreamLease) = self.call.selected.endpoint.series_client();
         let mut stream = self.wait(client.series(request)).await?.into_inner();
         let mut read = Read::default();
         let result = self.read(&mut stream, &mut read).await;
@@ -267,11 +254,8 @@ impl Pump {
                     }
                 }
                 Some(series_response::Result::Warning(warning)) => {
-                    self.send(Frame::Warning(format!(
-                        "{}: {warning}",
-                        self.selected.name()
-                    )))
-                    .await?;
+                    let warning = self.call.error(RemoteErrorKind::Warning(warning));
+                    self.send(Frame::Warning(warning)).await?;
                 }
                 // Store-specific hints mean nothing to the querier behind us.
                 Some(series_response::Result::Hints(_)) | None => {}
@@ -285,12 +269,13 @@ impl Pump {
     /// free of copies.
     async fn accept(&mut self, mut series: Series, read: &mut Read) -> Result<(), Stop> {
         self.received += 1;
-        labelset::normalize(&mut series.labels).map_err(Stop::Failed)?;
+        labelset::normalize(&mut series.labels)
+            .map_err(|e| self.call.error(RemoteErrorKind::Invalid(e)))?;
         if series.chunks.is_empty() && !self.skip_chunks {
             // A series without chunks breaks the querier's iterator.
             return Ok(());
         }
-        self.selected.endpoint.metrics.series_received.inc();
+        self.call.selected.endpoint.metrics.series_received.inc();
         let shard_keeps = |labels: &[crate::proto::thanos::Label]| {
             self.work.shard.as_ref().is_none_or(|s| s.matches(labels))
         };
@@ -305,11 +290,10 @@ impl Pump {
         if let Some(last) = &read.last
             && labelset::compare(&series.labels, &last.series.labels) == Ordering::Less
         {
-            return Err(Stop::Failed(format!(
-                "sent series out of order: {} after {}; the rest of its answer is dropped",
-                labelset::Display(&series.labels),
-                labelset::Display(&last.series.labels)
-            )));
+            return Err(Stop::Failed(self.call.error(RemoteErrorKind::OutOfOrder {
+                later: labelset::Display(&series.labels).to_string(),
+                earlier: labelset::Display(&last.series.labels).to_string(),
+            })));
         }
         let keep = shard_keeps(&series.labels);
         if let Some(last) = read.last.replace(Received { series, keep })
@@ -388,12 +372,15 @@ impl Output {
                     self.source = Source::Empty;
                     self.tasks.abort_all();
                 }
-                Some(Frame::Warning(warning)) if self.abort => {
-                    self.done = true;
-                    self.tasks.abort_all();
-                    return Some(Err(FanoutError::Aborted(warning)));
-                }
-                Some(Frame::Warning(warning)) => {
+                Some(Frame::Warning(error)) => {
+                    let warning = match settle(error, self.abort) {
+                        Ok(warning) => warning,
+                        Err(abort) => {
+                            self.done = true;
+                            self.tasks.abort_all();
+                            return Some(Err(abort));
+                        }
+                    };
                     if let Some(batch) = self.flush() {
                         self.queued.push_back(warning);
                         return Some(Ok(batch));

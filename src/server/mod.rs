@@ -26,7 +26,7 @@ use crate::proto::thanos::store_server::StoreServer;
 pub fn status(err: FanoutError) -> Status {
     match err {
         FanoutError::InvalidArgument(msg) => Status::invalid_argument(msg),
-        FanoutError::Aborted(msg) => Status::aborted(msg),
+        FanoutError::Aborted(error) => Status::aborted(error.to_string()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Info, and whether it is healthy enough to be queried.
 
 mod connect;
+mod error;
 mod pool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 pub use connect::ConnectError;
 use connect::Connector;
+pub use error::{RemoteError, RemoteErrorKind, secs};
 use pool::Pool;
 pub use pool::StreamLease;
 
@@ -91,8 +93,9 @@ pub struct EndpointState {
 pub enum Availability {
     /// Its last Info call succeeded: queried when a request matches this Info.
     Queryable(Arc<RemoteInfo>),
-    /// Its last Info call failed: not queried, but reported to a request
-    /// its last known Info matches (any request, if it never answered).
+    /// Its last Info call failed (`why`): not queried, but reported to a
+    /// request its last known Info matches (any request, if it never
+    /// answered), as [`RemoteErrorKind::NotQueried`].
     Down {
         last_info: Option<Arc<RemoteInfo>>,
         why: String,
@@ -150,8 +153,40 @@ impl Endpoint {
         self.pool.connections()
     }
 
+    /// This endpoint's error of `kind`.
+    pub fn error(&self, kind: RemoteErrorKind) -> RemoteError {
+        RemoteError {
+            remote: self.remote.clone(),
+            endpoint: self.address.clone(),
+            kind,
+        }
+    }
+
+    /// Classifies a failed call: no connection, a failed TLS handshake (or
+    /// a TLS alert after it), or an error the remote answered with; the text
+    /// carries everything known about the cause.
+    pub fn failure(&self, status: &tonic::Status) -> RemoteError {
+        let text = self.describe(status);
+        let mut source = std::error::Error::source(status);
+        let mut connect = None;
+        while let Some(error) = source {
+            if let Some(found) = error.downcast_ref::<ConnectError>() {
+                connect = Some(found);
+                break;
+            }
+            source = error.source();
+        }
+        let kind = match connect {
+            Some(ConnectError::Handshake { .. }) => RemoteErrorKind::Tls(text),
+            _ if text.contains("received fatal alert") => RemoteErrorKind::Tls(text),
+            Some(_) => RemoteErrorKind::Connect(text),
+            None => RemoteErrorKind::Status(text),
+        };
+        self.error(kind)
+    }
+
     /// A failed call's status with everything known about its cause.
-    pub fn describe(&self, status: &tonic::Status) -> String {
+    fn describe(&self, status: &tonic::Status) -> String {
         let mut text = describe_status(status);
         if self.unanswered_certificate_request.load(Ordering::Relaxed)
             && !text.contains("client certificate")
@@ -172,14 +207,14 @@ impl Endpoint {
     }
 
     /// The one health rule: whether the endpoint may be queried now, and if
-    /// not, what to say about it.
+    /// not, why.
     pub fn availability(&self) -> Availability {
         let state = self.state();
         match (&state.info, state.healthy, &state.last_error) {
             (Some(info), true, _) => Availability::Queryable(info.clone()),
             (last_info, false, Some(error)) => Availability::Down {
                 last_info: last_info.clone(),
-                why: format!("not queried, its last Info call failed: {error}"),
+                why: error.clone(),
             },
             // Not asked yet (it appeared after the last poll).
             _ => Availability::Unknown,

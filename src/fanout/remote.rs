@@ -1,0 +1,85 @@
+//! One call to one selected endpoint, made the same way by Series and the
+//! label calls: every wait on the remote bounded in time, failures classified
+//! into a [`RemoteError`], the call counted in metrics once, and a failure
+//! settled by the partial-response strategy.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{FanoutError, Selected};
+use crate::metrics::{Method, Outcome};
+use crate::upstream::{RemoteError, RemoteErrorKind};
+
+/// A call in progress to one endpoint.
+pub(super) struct RemoteCall {
+    pub selected: Selected,
+    method: Method,
+    started: Instant,
+}
+
+impl RemoteCall {
+    pub fn new(selected: Selected, method: Method) -> Self {
+        Self {
+            selected,
+            method,
+            started: Instant::now(),
+        }
+    }
+
+    /// This call's error of `kind`.
+    pub fn error(&self, kind: RemoteErrorKind) -> RemoteError {
+        self.selected.endpoint.error(kind)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits for one step of the call (an answer, or a stream's next
+    /// frame), at most `limit`; past it, the error is `on_timeout`'s.
+    pub async fn wait<T>(
+        &self,
+        step: impl Future<Output = Result<T, tonic::Status>>,
+        limit: Duration,
+        on_timeout: impl FnOnce() -> RemoteErrorKind,
+    ) -> Result<T, RemoteError> {
+        match tokio::time::timeout(limit, step).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(status)) => Err(self.selected.endpoint.failure(&status)),
+            Err(_) => Err(self.error(on_timeout())),
+        }
+    }
+
+    /// Counts the finished call once, by how it ended, and logs a failure.
+    pub fn finish(&self, outcome: Result<(), &RemoteError>) {
+        let outcome = match outcome {
+            Ok(()) => Outcome::Success,
+            Err(error) => {
+                tracing::warn!(%error, method = ?self.method, "remote call failed");
+                error.kind.outcome()
+            }
+        };
+        self.selected.endpoint.metrics.call(self.method, outcome);
+        tracing::debug!(?outcome, elapsed = ?self.elapsed(), "remote call finished");
+    }
+
+    /// Counts a call the caller (or an abort) ended before the remote did.
+    pub fn cancelled(&self) {
+        self.selected
+            .endpoint
+            .metrics
+            .call(self.method, Outcome::Cancelled);
+    }
+}
+
+/// The partial-response strategy applied to one failure: under WARN the
+/// warning to pass on, under ABORT the end of the call.
+pub(super) fn settle(error: RemoteError, abort: bool) -> Result<String, FanoutError> {
+    if abort {
+        Err(FanoutError::Aborted(error))
+    } else {
+        Ok(error.to_string())
+    }
+}

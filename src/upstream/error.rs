@@ -1,0 +1,99 @@
+//! What can go wrong with a call to a remote, as a value: which remote and
+//! endpoint, and a kind. Its `Display` is the one rendering users see, as a
+//! warning (WARN) or in the `Aborted` status (ABORT).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Outcome;
+
+/// A failed (or skipped) call to one endpoint of a remote.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("remote {remote} ({endpoint}): {kind}")]
+pub struct RemoteError {
+    pub remote: Arc<str>,
+    pub endpoint: String,
+    pub kind: RemoteErrorKind,
+}
+
+/// Why a remote call failed; the text says what an operator can do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteErrorKind {
+    /// Unhealthy, so not called: why its last Info call failed.
+    #[error("not queried, its last Info call failed: {0}")]
+    NotQueried(String),
+    /// No connection (TCP, name resolution, connect timeout).
+    #[error("{0}")]
+    Connect(String),
+    /// The TLS handshake failed; the text names the setting to check.
+    #[error("{0}")]
+    Tls(String),
+    /// The remote (or something in front of it) answered with an error.
+    #[error("{0}")]
+    Status(String),
+    /// A stream sent nothing for `timeout` while we were ready for it.
+    #[error(
+        "sent nothing for {} (its timeout) after {series} series; the rest of its answer is missing",
+        secs(*.timeout)
+    )]
+    NoProgress { timeout: Duration, series: u64 },
+    /// A unary call got no answer in time.
+    #[error("no answer within {}", secs(*.0))]
+    NoAnswer(Duration),
+    /// The caller's deadline passed while the remote was still sending.
+    #[error("the caller's deadline passed after {} and {series} series", secs(*.elapsed))]
+    CallerDeadline { elapsed: Duration, series: u64 },
+    /// The remote broke the StoreAPI's sort order.
+    #[error("sent series out of order: {later} after {earlier}; the rest of its answer is dropped")]
+    OutOfOrder { later: String, earlier: String },
+    /// The remote sent something that is not valid (a bad label set).
+    #[error("{0}")]
+    Invalid(String),
+    /// A warning the remote itself sent with its answer.
+    #[error("{0}")]
+    Warning(String),
+    /// A bug of ours while calling the remote.
+    #[error("internal error in a remote call: {0}")]
+    Internal(String),
+}
+
+impl RemoteErrorKind {
+    /// How a call that ended with this counts in `thanos_fanout_remote_calls_total`.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::NoProgress { .. } | Self::NoAnswer(_) | Self::CallerDeadline { .. } => {
+                Outcome::Timeout
+            }
+            // The call itself answered.
+            Self::Warning(_) => Outcome::Success,
+            _ => Outcome::Error,
+        }
+    }
+}
+
+/// Durations in messages.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_remote_endpoint_and_reason() {
+        let error = RemoteError {
+            remote: "b".into(),
+            endpoint: "10.0.0.7:443".into(),
+            kind: RemoteErrorKind::NoProgress {
+                timeout: Duration::from_secs(30),
+                series: 1200,
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "remote b (10.0.0.7:443): sent nothing for 30.0s (its timeout) after 1200 series; the rest of its answer is missing"
+        );
+        assert_eq!(error.kind.outcome(), Outcome::Timeout);
+    }
+}
