@@ -1,6 +1,7 @@
 //! The gRPC services a querier calls: `thanos.Store`, `thanos.info.Info`,
 //! `grpc.health.v1.Health` and reflection, served in plaintext (h2c).
 
+mod compression;
 mod info;
 mod store;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::Status;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -92,16 +94,22 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
+    // gzip and zstd from the querier are tonic's own; snappy is the layer's.
     let store = StoreServer::from_arc(Arc::new(services.store))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let info = InfoServer::new(services.info)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let health = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(services.health),
     );
     Server::builder()
+        .layer(compression::SnappyRequests)
         .add_service(health)
         .add_optional_service(reflection)
         .add_service(info)

@@ -147,3 +147,83 @@ async fn grpc_health_serves_after_first_info_round() {
         .status;
     assert_eq!(status, ServingStatus::Serving as i32);
 }
+
+/// A Series request as a querier with `compression: snappy` sends it: one
+/// gRPC message flagged compressed, in snappy's framing format.
+fn snappy_request(addr: std::net::SocketAddr) -> http::Request<tonic::body::Body> {
+    use std::io::Write;
+    let message = prost::Message::encode_to_vec(&request(vec![eq("__name__", "up")]));
+    let mut encoder = snap::write::FrameEncoder::new(Vec::new());
+    encoder.write_all(&message).expect("compress");
+    let compressed = encoder.into_inner().expect("flush");
+    let mut body = vec![1];
+    body.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+    body.extend_from_slice(&compressed);
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/thanos.Store/Series"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", "snappy")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn compressed_requests_are_understood() {
+    use http_body_util::BodyExt;
+    use tonic::codec::CompressionEncoding;
+    let r = up_remote("a", None).await;
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+
+    // snappy, Thanos's encoding: tonic alone would answer Unimplemented.
+    let response = tower::ServiceExt::oneshot(channel.clone(), snappy_request(running.grpc_addr))
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    // A trailers-only answer is a refusal (Unimplemented without the layer).
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "refused: {:?} {:?}",
+        response.headers().get("grpc-status"),
+        response.headers().get("grpc-message")
+    );
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(
+        trailers
+            .get("grpc-status")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("0"),
+        "{:?}",
+        trailers.get("grpc-message")
+    );
+    let body = collected.to_bytes();
+    assert_eq!(body[0], 0, "answered uncompressed");
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let frame: thanos_fanout::proto::thanos::SeriesResponse =
+        prost::Message::decode(&body[5..5 + len]).expect("a Series frame");
+    let Some(thanos_fanout::proto::thanos::series_response::Result::Series(series)) = frame.result
+    else {
+        panic!("expected a series, got {frame:?}");
+    };
+    assert_eq!(value(&series.labels, "cluster"), "a");
+
+    // gzip and zstd, which tonic and grpc-go both speak.
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        let mut client =
+            thanos_fanout::proto::thanos::store_client::StoreClient::new(channel.clone())
+                .send_compressed(encoding);
+        let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+            .await
+            .expect("series");
+        assert_eq!(answer.label_values("cluster"), ["a"], "{encoding:?}");
+    }
+}

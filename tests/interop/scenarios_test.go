@@ -82,7 +82,14 @@ func sortDeep(v any) any {
 
 func compareAPI(t *testing.T, what, path string, params url.Values) {
 	t.Helper()
-	got := apiGet(t, topo.QueryUnderTest, path, params)
+	compareAPIOn(t, topo.QueryUnderTest, what, path, params)
+}
+
+// compareAPIOn compares the answer of the querier at base, which reaches the
+// remotes through thanos-fanout, with the reference querier's.
+func compareAPIOn(t *testing.T, base, what, path string, params url.Values) {
+	t.Helper()
+	got := apiGet(t, base, path, params)
 	want := apiGet(t, topo.QueryReference, path, params)
 	if got.Status != "success" || want.Status != "success" {
 		t.Fatalf("%s: status under test %q (%s), reference %q (%s)", what, got.Status, got.Error, want.Status, want.Error)
@@ -216,18 +223,25 @@ func TestQueryBattery(t *testing.T) {
 		t.Fatalf("the battery needs at least 40 queries, has %d", len(queries))
 	}
 	instant := topo.MaxT - 60_000
-	for _, q := range queries {
-		t.Run("instant/"+q, func(t *testing.T) {
-			compareAPI(t, "query "+q, "/api/v1/query", url.Values{"query": {q}, "time": {ts(instant)}})
-		})
-		t.Run("range/"+q, func(t *testing.T) {
-			compareAPI(t, "query_range "+q, "/api/v1/query_range", url.Values{
-				"query": {q},
-				"start": {ts(topo.MinT + 3600_000)},
-				"end":   {ts(topo.MaxT)},
-				"step":  {"300"},
+	// The same battery from a querier that compresses every call with
+	// Thanos's snappy encoding.
+	for _, via := range []struct{ prefix, base string }{
+		{"", topo.QueryUnderTest},
+		{"snappy/", topo.QuerySnappy},
+	} {
+		for _, q := range queries {
+			t.Run(via.prefix+"instant/"+q, func(t *testing.T) {
+				compareAPIOn(t, via.base, "query "+q, "/api/v1/query", url.Values{"query": {q}, "time": {ts(instant)}})
 			})
-		})
+			t.Run(via.prefix+"range/"+q, func(t *testing.T) {
+				compareAPIOn(t, via.base, "query_range "+q, "/api/v1/query_range", url.Values{
+					"query": {q},
+					"start": {ts(topo.MinT + 3600_000)},
+					"end":   {ts(topo.MaxT)},
+					"step":  {"300"},
+				})
+			})
+		}
 	}
 }
 

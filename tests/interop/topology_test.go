@@ -58,6 +58,7 @@ type Topology struct {
 	Dir            string // configs, data and logs (kept and printed on failure)
 	QueryUnderTest string // "http://127.0.0.1:PORT" of thanos query --endpoint=<thanos-fanout>
 	QueryReference string // "http://127.0.0.1:PORT" of thanos query with direct per-endpoint TLS
+	QuerySnappy    string // "http://127.0.0.1:PORT" of thanos query --grpc-compression=snappy --endpoint=<thanos-fanout>
 	FanoutGRPC     string // "127.0.0.1:PORT" of thanos-fanout's StoreAPI
 	FanoutHTTP     string // "http://127.0.0.1:PORT" (/metrics, /-/ready)
 	MinT, MaxT     int64  // ms, first and last sample timestamp of the generated data
@@ -389,10 +390,12 @@ func (t *Topology) setup() error {
 		fanoutGRPC: ports.addr(), fanoutHTTP: ports.addr(),
 		queryUTHTTP: ports.addr(), queryUTGRPC: ports.addr(),
 		queryRefHTTP: ports.addr(), queryRefGRPC: ports.addr(),
+		querySnappyHTTP: ports.addr(), querySnappyGRPC: ports.addr(),
 	}
 	t.SidecarA0GRPC, t.SidecarA1GRPC, t.NginxB, t.StoreCGRPC = pa.sideA0GRPC, pa.sideA1GRPC, pa.nginxB, pa.storeCGRPC
 	t.FanoutGRPC, t.FanoutHTTP = pa.fanoutGRPC, "http://"+pa.fanoutHTTP
 	t.QueryUnderTest, t.QueryReference = "http://"+pa.queryUTHTTP, "http://"+pa.queryRefHTTP
+	t.QuerySnappy = "http://" + pa.querySnappyHTTP
 
 	// DNS.
 	if t.DNS, err = startDNSServer(); err != nil {
@@ -448,7 +451,7 @@ func (t *Topology) setup() error {
 	defer cancel()
 	for _, stage := range [][]string{
 		{"prometheus-a0", "prometheus-a1", "prometheus-b", "store-c"},
-		{"sidecar-a0", "sidecar-a1", "sidecar-b", "nginx-b", "fanout", "query-under-test", "query-reference"},
+		{"sidecar-a0", "sidecar-a1", "sidecar-b", "nginx-b", "fanout", "query-under-test", "query-reference", "query-snappy"},
 	} {
 		for _, name := range stage {
 			if err := t.proc(name).start(); err != nil {
@@ -488,6 +491,7 @@ type processAddrs struct {
 	nginxB, storeCGRPC, storeCHTTP                       string
 	fanoutGRPC, fanoutHTTP                               string
 	queryUTHTTP, queryUTGRPC, queryRefHTTP, queryRefGRPC string
+	querySnappyHTTP, querySnappyGRPC                     string
 }
 
 // defineProcesses writes every config file and registers every process.
@@ -574,6 +578,10 @@ func (t *Topology) defineProcesses(a processAddrs, dirs dataDirs) error {
 	t.newProcess("query-under-test", t.Bins.Thanos,
 		append(queryArgs(a.queryUTHTTP, a.queryUTGRPC), "--endpoint="+a.fanoutGRPC),
 		httpOK("http://"+a.queryUTHTTP+"/-/ready"))
+	// Every call from this one is snappy-compressed, Info included.
+	t.newProcess("query-snappy", t.Bins.Thanos,
+		append(queryArgs(a.querySnappyHTTP, a.querySnappyGRPC), "--endpoint="+a.fanoutGRPC, "--grpc-compression=snappy"),
+		httpOK("http://"+a.querySnappyHTTP+"/-/ready"))
 	sdFile := filepath.Join(t.Dir, "query-reference-endpoints.yaml")
 	if err := writeFile(sdFile, referenceEndpoints(t.SidecarA0GRPC, t.SidecarA1GRPC, t.NginxB, t.StoreCGRPC, c)); err != nil {
 		return err
@@ -789,6 +797,9 @@ func (t *Topology) waitStores(ctx context.Context) error {
 		want       map[string][]string // store name -> label sets
 	}{
 		{"query-under-test", t.QueryUnderTest, map[string][]string{
+			t.FanoutGRPC: {"cluster=a,replica=0", "cluster=a,replica=1", "cluster=b", "cluster=c"},
+		}},
+		{"query-snappy", t.QuerySnappy, map[string][]string{
 			t.FanoutGRPC: {"cluster=a,replica=0", "cluster=a,replica=1", "cluster=b", "cluster=c"},
 		}},
 		{"query-reference", t.QueryReference, map[string][]string{
