@@ -213,6 +213,20 @@ pub struct RemoteConfig {
     /// HTTP/2 `:authority`; defaults to `tls.server_name`, else the target.
     #[serde(default)]
     pub authority: Option<String>,
+    /// Compression of the calls to this remote, both ways.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// gRPC compression towards a remote. Thanos sidecars and stores accept
+/// gzip; zstd needs a server that registered it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
 }
 
 fn default_remote_timeout() -> Duration {

@@ -38,6 +38,7 @@ pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
         connect_timeout: Duration::from_secs(5),
         tls: None,
         authority: None,
+        compression: Default::default(),
     }
 }
 

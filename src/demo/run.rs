@@ -92,6 +92,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
                 insecure_skip_verify: false,
             }),
             authority: None,
+            compression: Default::default(),
         });
     }
     // The demo's own remotes go through the same validation as a user's.

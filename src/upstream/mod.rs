@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 pub use connect::ConnectError;
@@ -20,7 +21,7 @@ pub use error::{RemoteError, RemoteErrorKind, secs};
 use pool::Pool;
 pub use pool::StreamLease;
 
-use crate::config::RemoteConfig;
+use crate::config::{Compression, RemoteConfig};
 use crate::discovery::{Dns, EndpointSet};
 use crate::labelset;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
@@ -114,6 +115,7 @@ pub struct Endpoint {
     /// Longest wait for progress (see `RemoteConfig::timeout`).
     pub timeout: Duration,
     pool: Pool,
+    compression: Option<CompressionEncoding>,
     /// Set while the remote asks for a client certificate we do not have.
     unanswered_certificate_request: Arc<AtomicBool>,
     state: RwLock<Arc<EndpointState>>,
@@ -129,23 +131,33 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-fn store_client(channel: Channel) -> StoreClient<Channel> {
-    StoreClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+/// A generated client with our message limits and the remote's compression.
+macro_rules! client {
+    ($client:ident, $channel:expr, $compression:expr) => {{
+        let client = $client::new($channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        match $compression {
+            Some(encoding) => client.send_compressed(encoding).accept_compressed(encoding),
+            None => client,
+        }
+    }};
 }
 
 impl Endpoint {
     /// A Store client for unary calls (LabelNames, LabelValues); cheap.
     pub fn store(&self) -> StoreClient<Channel> {
-        store_client(self.pool.primary())
+        client!(StoreClient, self.pool.primary(), self.compression)
     }
 
     /// A Store client for one Series stream, on a connection with room for
     /// it; keep the lease until the stream is done.
     pub fn series_client(&self) -> (StoreClient<Channel>, StreamLease) {
         let lease = self.pool.stream();
-        (store_client(lease.channel()), lease)
+        (
+            client!(StoreClient, lease.channel(), self.compression),
+            lease,
+        )
     }
 
     /// Connections open to this endpoint.
@@ -241,9 +253,7 @@ impl Endpoint {
     pub async fn refresh_info(&self, timeout: Duration) {
         let mut request = tonic::Request::new(InfoRequest {});
         request.set_timeout(timeout);
-        let mut client = InfoClient::new(self.pool.primary())
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let mut client = client!(InfoClient, self.pool.primary(), self.compression);
         let result = tokio::time::timeout(timeout, client.info(request)).await;
         let outcome = match result {
             Ok(Ok(resp)) => RemoteInfo::from_response(resp.into_inner()),
@@ -441,6 +451,11 @@ impl Remote {
             spec,
             timeout: config.timeout,
             pool,
+            compression: match config.compression {
+                Compression::None => None,
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+            },
             unanswered_certificate_request,
             state: RwLock::new(Arc::new(EndpointState::default())),
             metrics,

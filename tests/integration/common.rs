@@ -64,6 +64,8 @@ pub struct Script {
     pub tenants: Mutex<Vec<String>>,
     /// `:authority` of every request received, in order.
     pub authorities: Mutex<Vec<String>>,
+    /// `grpc-encoding` of every request received ("" when uncompressed).
+    pub encodings: Mutex<Vec<String>>,
     /// TCP connections accepted.
     pub connections: AtomicUsize,
     pub requests: Mutex<Vec<SeriesRequest>>,
@@ -371,12 +373,34 @@ async fn serve_fake(
             .map(|a| a.to_string())
             .unwrap_or_default();
         script.authorities.lock().expect("lock").push(authority);
+        let encoding = req
+            .headers()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        script.encodings.lock().expect("lock").push(encoding);
         req
     });
+    use tonic::codec::CompressionEncoding::{Gzip, Zstd};
+    // Like grpc-go: read what the client compressed, answer in kind.
     let router = tonic::transport::Server::builder()
         .layer(record)
-        .add_service(InfoServer::new(fake.clone()))
-        .add_service(StoreServer::new(fake.clone()).max_encoding_message_size(usize::MAX));
+        .add_service(
+            InfoServer::new(fake.clone())
+                .accept_compressed(Gzip)
+                .accept_compressed(Zstd)
+                .send_compressed(Gzip)
+                .send_compressed(Zstd),
+        )
+        .add_service(
+            StoreServer::new(fake.clone())
+                .max_encoding_message_size(usize::MAX)
+                .accept_compressed(Gzip)
+                .accept_compressed(Zstd)
+                .send_compressed(Gzip)
+                .send_compressed(Zstd),
+        );
     let script = fake.script.clone();
     let counted = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let counted = futures::StreamExt::inspect(counted, move |conn| {
@@ -446,6 +470,7 @@ pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteCon
         connect_timeout: Duration::from_secs(2),
         tls,
         authority: None,
+        compression: Default::default(),
     }
 }
 

@@ -267,3 +267,30 @@ async fn optional_client_certificate_is_not_needed() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn compression_towards_a_remote_is_used() {
+    use thanos_fanout::config::Compression;
+    for (compression, name) in [
+        (Compression::Gzip, "gzip"),
+        (Compression::Zstd, "zstd"),
+        (Compression::None, ""),
+    ] {
+        let pki = Pki::new();
+        let r = one_remote(pki.server(&["a.remote.test"])).await;
+        let mut cfg = remote("a", r.addr, Some(pki.client_tls("a.remote.test")));
+        cfg.compression = compression;
+        let running = start_fanout(config(vec![cfg])).await;
+        let mut client = client(&running).await;
+        let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+            .await
+            .expect("series");
+        assert_eq!(answer.label_values("cluster"), ["a"], "{name}");
+        assert!(answer.warnings.is_empty(), "{name}: {:?}", answer.warnings);
+        let seen = r.script.encodings.lock().expect("lock").clone();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|e| e == name),
+            "{name}: requests were encoded {seen:?}"
+        );
+    }
+}

@@ -674,6 +674,8 @@ remotes:
     authority: b.remote.test
   - name: c
     targets: ["dnssrv+_grpc._tcp.c.remote.test"]
+    # A real grpc-go peer reading and answering gzip, in every scenario.
+    compression: gzip
     tls:
       ca_file: %s
       cert_file: %s
