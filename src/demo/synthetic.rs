@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::Stream;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding::{Gzip, Zstd};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use xxhash_rust::xxh64::xxh64;
@@ -398,14 +399,23 @@ where
     S: Store,
     I: Info,
 {
+    // Like a grpc-go server: reads gzip and zstd, answers in kind.
     let router = Server::builder()
         .add_service(
             InfoServer::new(info)
+                .accept_compressed(Gzip)
+                .accept_compressed(Zstd)
+                .send_compressed(Gzip)
+                .send_compressed(Zstd)
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(
             StoreServer::new(store)
+                .accept_compressed(Gzip)
+                .accept_compressed(Zstd)
+                .send_compressed(Gzip)
+                .send_compressed(Zstd)
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         );
