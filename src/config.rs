@@ -219,12 +219,13 @@ pub struct RemoteConfig {
 }
 
 /// gRPC compression towards a remote. Thanos sidecars and stores accept
-/// gzip; zstd needs a server that registered it.
+/// snappy (Thanos's encoding) and gzip; zstd needs a server that registered it.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
     None,
+    Snappy,
     Gzip,
     Zstd,
 }

@@ -16,6 +16,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use compression::SnappyRequests;
 pub use info::InfoService;
 pub use store::StoreService;
 

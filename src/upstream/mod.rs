@@ -5,6 +5,7 @@
 mod connect;
 mod error;
 mod pool;
+mod snappy;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ use connect::Connector;
 pub use error::{RemoteError, RemoteErrorKind, secs};
 use pool::Pool;
 pub use pool::StreamLease;
+pub use snappy::RemoteChannel;
 
 use crate::config::{Compression, RemoteConfig};
 use crate::discovery::{Dns, EndpointSet};
@@ -115,7 +117,9 @@ pub struct Endpoint {
     /// Longest wait for progress (see `RemoteConfig::timeout`).
     pub timeout: Duration,
     pool: Pool,
+    /// tonic's own encodings; snappy is [`RemoteChannel`]'s.
     compression: Option<CompressionEncoding>,
+    snappy: bool,
     /// Set while the remote asks for a client certificate we do not have.
     unanswered_certificate_request: Arc<AtomicBool>,
     state: RwLock<Arc<EndpointState>>,
@@ -146,16 +150,24 @@ macro_rules! client {
 
 impl Endpoint {
     /// A Store client for unary calls (LabelNames, LabelValues); cheap.
-    pub fn store(&self) -> StoreClient<Channel> {
-        client!(StoreClient, self.pool.primary(), self.compression)
+    pub fn store(&self) -> StoreClient<RemoteChannel> {
+        client!(
+            StoreClient,
+            self.channel(self.pool.primary()),
+            self.compression
+        )
+    }
+
+    fn channel(&self, channel: Channel) -> RemoteChannel {
+        RemoteChannel::new(channel, self.snappy)
     }
 
     /// A Store client for one Series stream, on a connection with room for
     /// it; keep the lease until the stream is done.
-    pub fn series_client(&self) -> (StoreClient<Channel>, StreamLease) {
+    pub fn series_client(&self) -> (StoreClient<RemoteChannel>, StreamLease) {
         let lease = self.pool.stream();
         (
-            client!(StoreClient, lease.channel(), self.compression),
+            client!(StoreClient, self.channel(lease.channel()), self.compression),
             lease,
         )
     }
@@ -253,7 +265,11 @@ impl Endpoint {
     pub async fn refresh_info(&self, timeout: Duration) {
         let mut request = tonic::Request::new(InfoRequest {});
         request.set_timeout(timeout);
-        let mut client = client!(InfoClient, self.pool.primary(), self.compression);
+        let mut client = client!(
+            InfoClient,
+            self.channel(self.pool.primary()),
+            self.compression
+        );
         let result = tokio::time::timeout(timeout, client.info(request)).await;
         let outcome = match result {
             Ok(Ok(resp)) => RemoteInfo::from_response(resp.into_inner()),
@@ -452,10 +468,11 @@ impl Remote {
             timeout: config.timeout,
             pool,
             compression: match config.compression {
-                Compression::None => None,
+                Compression::None | Compression::Snappy => None,
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
             },
+            snappy: config.compression == Compression::Snappy,
             unanswered_certificate_request,
             state: RwLock::new(Arc::new(EndpointState::default())),
             metrics,

@@ -383,9 +383,11 @@ async fn serve_fake(
         req
     });
     use tonic::codec::CompressionEncoding::{Gzip, Zstd};
-    // Like grpc-go: read what the client compressed, answer in kind.
+    // Like a Thanos server: read what the client compressed (Thanos's snappy
+    // too), answer gzip and zstd in kind.
     let router = tonic::transport::Server::builder()
         .layer(record)
+        .layer(thanos_fanout::server::SnappyRequests)
         .add_service(
             InfoServer::new(fake.clone())
                 .accept_compressed(Gzip)

@@ -272,6 +272,7 @@ async fn optional_client_certificate_is_not_needed() {
 async fn compression_towards_a_remote_is_used() {
     use thanos_fanout::config::Compression;
     for (compression, name) in [
+        (Compression::Snappy, "snappy"),
         (Compression::Gzip, "gzip"),
         (Compression::Zstd, "zstd"),
         (Compression::None, ""),

@@ -659,6 +659,8 @@ discovery:
 remotes:
   - name: a
     targets: [%s, %s]
+    # Thanos's own snappy encoding, both ways, with real sidecars.
+    compression: snappy
     tls:
       ca_file: %s
       cert_file: %s
