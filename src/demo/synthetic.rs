@@ -386,6 +386,29 @@ impl Info for SyntheticStore {
     }
 }
 
+/// A Store service configured like a Thanos server's: large messages, reads
+/// gzip and zstd and answers in kind (snappy is [`crate::server::SnappyRequests`]'s).
+pub fn store_server<S: Store>(store: S) -> StoreServer<S> {
+    StoreServer::new(store)
+        .accept_compressed(Gzip)
+        .accept_compressed(Zstd)
+        .send_compressed(Gzip)
+        .send_compressed(Zstd)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// An Info service configured like [`store_server`].
+pub fn info_server<I: Info>(info: I) -> InfoServer<I> {
+    InfoServer::new(info)
+        .accept_compressed(Gzip)
+        .accept_compressed(Zstd)
+        .send_compressed(Gzip)
+        .send_compressed(Zstd)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
 /// Serves a Store and an Info implementation on `listener`, over TLS when
 /// `tls` is given, until `shutdown` resolves.
 pub async fn serve<S, I>(
@@ -399,26 +422,10 @@ where
     S: Store,
     I: Info,
 {
-    // Like a grpc-go server: reads gzip and zstd, answers in kind.
     let router = Server::builder()
-        .add_service(
-            InfoServer::new(info)
-                .accept_compressed(Gzip)
-                .accept_compressed(Zstd)
-                .send_compressed(Gzip)
-                .send_compressed(Zstd)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
-        .add_service(
-            StoreServer::new(store)
-                .accept_compressed(Gzip)
-                .accept_compressed(Zstd)
-                .send_compressed(Gzip)
-                .send_compressed(Zstd)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        );
+        .layer(crate::server::SnappyRequests)
+        .add_service(info_server(info))
+        .add_service(store_server(store));
     match tls {
         Some(config) => {
             router

@@ -72,7 +72,7 @@ impl RemoteErrorKind {
 }
 
 /// Durations in messages.
-pub fn secs(d: Duration) -> String {
+fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 

@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 pub use connect::ConnectError;
 use connect::Connector;
-pub use error::{RemoteError, RemoteErrorKind, secs};
+pub use error::{RemoteError, RemoteErrorKind};
 use pool::Pool;
 pub use pool::StreamLease;
 pub use snappy::RemoteChannel;

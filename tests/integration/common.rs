@@ -14,7 +14,7 @@ use futures::Stream;
 use thanos_fanout::app::{self, Running};
 use thanos_fanout::config::{Config, RemoteConfig, TlsConfig};
 use thanos_fanout::demo::certs::Authority;
-use thanos_fanout::demo::synthetic::{Capabilities, Dataset, SampleSeries, SyntheticStore};
+use thanos_fanout::demo::synthetic::{self, Capabilities, Dataset, SampleSeries, SyntheticStore};
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
 use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse};
@@ -363,8 +363,6 @@ async fn serve_fake(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use thanos_fanout::proto::thanos::info::info_server::InfoServer;
-    use thanos_fanout::proto::thanos::store_server::StoreServer;
     let script = fake.script.clone();
     let record = tower::ServiceBuilder::new().map_request(move |req: http::Request<_>| {
         let authority = req
@@ -382,27 +380,12 @@ async fn serve_fake(
         script.encodings.lock().expect("lock").push(encoding);
         req
     });
-    use tonic::codec::CompressionEncoding::{Gzip, Zstd};
-    // Like a Thanos server: read what the client compressed (Thanos's snappy
-    // too), answer gzip and zstd in kind.
+    // Served like the demo's remotes, which answer like Thanos servers.
     let router = tonic::transport::Server::builder()
         .layer(record)
         .layer(thanos_fanout::server::SnappyRequests)
-        .add_service(
-            InfoServer::new(fake.clone())
-                .accept_compressed(Gzip)
-                .accept_compressed(Zstd)
-                .send_compressed(Gzip)
-                .send_compressed(Zstd),
-        )
-        .add_service(
-            StoreServer::new(fake.clone())
-                .max_encoding_message_size(usize::MAX)
-                .accept_compressed(Gzip)
-                .accept_compressed(Zstd)
-                .send_compressed(Gzip)
-                .send_compressed(Zstd),
-        );
+        .add_service(synthetic::info_server(fake.clone()))
+        .add_service(synthetic::store_server(fake.clone()));
     let script = fake.script.clone();
     let counted = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let counted = futures::StreamExt::inspect(counted, move |conn| {
