@@ -8,6 +8,11 @@ const PROTOS: &[&str] = &[
     "proto/thanos/types.proto",
     "proto/thanos/store.proto",
     "proto/thanos/info.proto",
+    "proto/thanos/rules.proto",
+    "proto/thanos/targets.proto",
+    "proto/thanos/metadata.proto",
+    "proto/thanos/exemplars.proto",
+    "proto/thanos/status.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
