@@ -98,18 +98,6 @@ impl Info for Generator {
     }
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() {
     // `cargo test --benches` runs this with --bench absent; keep that quick.
@@ -174,7 +162,7 @@ async fn main() {
             "{n:>17} | {count:>10} | {:>7.0} | {secs:>7.2} | {:>8.0} | {:>12.1}",
             (count * bytes_per_series) as f64 / (1 << 20) as f64,
             count as f64 / secs,
-            peak_rss_kib() as f64 / 1024.0
+            support::peak_rss_mib()
         );
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ValidConfig;
 use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, Prefetch};
 use crate::metrics::{RemoteFamilies, ServerMetrics};
 use crate::server::{self, ApiService, InfoService, Services, StoreService};
 use crate::tls;
@@ -180,7 +180,15 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
         discoveries.push(discovery);
         endpoint_sets.push(sets);
     }
-    let fanout = Arc::new(Fanout::new(upstreams.clone(), config.fanout.buffer_frames));
+    let prefetch = Prefetch::new(
+        config.fanout.prefetch_bytes,
+        config.fanout.prefetch_bytes_total,
+    );
+    let fanout = Arc::new(Fanout::new(
+        upstreams.clone(),
+        prefetch,
+        config.fanout.buffer_frames,
+    ));
 
     let (grpc_listener, grpc_addr) = bind("gRPC", &config.grpc.listen).await?;
     let (http_listener, http_addr) = bind("HTTP", &config.http.listen).await?;

@@ -125,11 +125,19 @@ impl Default for InfoConfig {
     }
 }
 
-/// How Series streams from remotes are buffered and merged.
+/// How streams from remotes are buffered and merged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FanoutConfig {
-    /// Frames buffered per remote stream ahead of the merge; bounds memory per call.
+    /// Bytes one Series call may read ahead of its merge, shared equally by
+    /// its remote streams, so that remotes the merge is not reading yet keep
+    /// downloading. 0: one frame ahead per stream.
+    pub prefetch_bytes: usize,
+    /// Bytes all calls together may read ahead; beyond it each stream holds
+    /// one frame ahead.
+    pub prefetch_bytes_total: usize,
+    /// Frames queued per call of Rules, Targets, Metadata, Exemplars and
+    /// TSDB status ahead of the caller.
     pub buffer_frames: usize,
     /// Series streams one connection to an endpoint carries at most; more
     /// concurrent streams open more connections. Keep it below the remote's
@@ -140,6 +148,8 @@ pub struct FanoutConfig {
 impl Default for FanoutConfig {
     fn default() -> Self {
         Self {
+            prefetch_bytes: 64 << 20,
+            prefetch_bytes_total: 512 << 20,
             buffer_frames: 64,
             streams_per_connection: 16,
         }

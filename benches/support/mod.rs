@@ -1,6 +1,9 @@
 //! Set-up shared by the end-to-end benchmarks: plaintext remotes on loopback
 //! and the aggregator in front of them.
 
+// Each benchmark uses some of these.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -43,7 +46,11 @@ pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
 
 /// Starts the aggregator on free loopback ports and waits until it is ready.
 pub async fn start_fanout(remotes: Vec<RemoteConfig>) -> Running {
-    let mut config = Config::default();
+    start_fanout_with(Config::default(), remotes).await
+}
+
+/// Like [`start_fanout`], from `config` (its listen addresses and remotes replaced).
+pub async fn start_fanout_with(mut config: Config, remotes: Vec<RemoteConfig>) -> Running {
     config.grpc.listen = "127.0.0.1:0".into();
     config.http.listen = "127.0.0.1:0".into();
     config.remotes = remotes;
@@ -52,4 +59,17 @@ pub async fn start_fanout(remotes: Vec<RemoteConfig>) -> Running {
         .expect("start");
     running.ready.wait().await;
     running
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }

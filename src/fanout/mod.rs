@@ -8,6 +8,7 @@
 
 mod label_calls;
 pub mod merge;
+mod prefetch;
 mod remote;
 pub mod selectors;
 mod series;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 pub use series::SeriesStream;
+pub use prefetch::Prefetch;
 pub use streamed::ApiStream;
 
 use crate::labelset::{Matcher, label_sets_match};
@@ -93,13 +95,17 @@ struct Selected {
 #[derive(Debug)]
 pub struct Fanout {
     upstreams: Arc<Upstreams>,
+    /// Read-ahead of Series streams.
+    prefetch: Prefetch,
+    /// Frames queued per call of the other streamed APIs.
     buffer_frames: usize,
 }
 
 impl Fanout {
-    pub fn new(upstreams: Arc<Upstreams>, buffer_frames: usize) -> Self {
+    pub fn new(upstreams: Arc<Upstreams>, prefetch: Prefetch, buffer_frames: usize) -> Self {
         Self {
             upstreams,
+            prefetch,
             buffer_frames,
         }
     }

@@ -1,5 +1,6 @@
 //! The Series call: one task per selected endpoint pumps its stream into a
-//! bounded channel; a merge feeds the output, which applies `limit`, batching
+//! channel bounded by its share of the read-ahead budget (see `prefetch`); a
+//! merge feeds the output, which applies `limit`, batching
 //! and the partial-response strategy. With a single endpoint the merge only
 //! combines consecutive equal series, which a remote that strips replica
 //! labels may send. Dropping the output (the querier went away, or an ABORT)
@@ -17,13 +18,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use super::merge::{Frame, Merge};
+use super::prefetch;
 use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
@@ -101,8 +101,8 @@ impl Fanout {
         };
         let mut tasks = JoinSet::new();
         let mut receivers = Vec::with_capacity(selected.len());
-        for endpoint in selected {
-            let (tx, rx) = mpsc::channel(self.buffer_frames);
+        let channels = self.prefetch.channels(selected.len());
+        for (endpoint, (tx, rx)) in selected.into_iter().zip(channels) {
             let work = LocalWork::for_endpoint(&forward, &endpoint);
             let span = tracing::info_span!("remote_series", remote = %endpoint.endpoint.remote, endpoint = %endpoint.endpoint.address);
             let pump = Pump {
@@ -116,7 +116,7 @@ impl Fanout {
                 received: 0,
             };
             tasks.spawn(pump.run().instrument(span));
-            receivers.push(ReceiverStream::new(rx));
+            receivers.push(rx);
         }
         Ok(Output {
             source: Source::Merge(Merge::new(receivers)),
@@ -136,7 +136,7 @@ struct Pump {
     request: tonic::Request<SeriesRequest>,
     skip_chunks: bool,
     work: LocalWork,
-    tx: mpsc::Sender<Frame>,
+    tx: prefetch::Sender,
     /// Series received so far, for messages.
     received: u64,
 }
@@ -170,7 +170,7 @@ impl Pump {
                 )))
             });
         if let Some(error) = self.call.conclude(result) {
-            let _ = self.tx.send(Frame::Warning(error)).await;
+            let _ = self.tx.send(Frame::Warning(error), 0).await;
         }
     }
 
@@ -285,13 +285,17 @@ impl Pump {
     }
 
     async fn send(&self, frame: Frame) -> Result<(), Stop> {
-        self.tx.send(frame).await.map_err(|_| Stop::Cancelled)
+        let bytes = match &frame {
+            Frame::Series(series) => prost::Message::encoded_len(series),
+            Frame::Warning(_) => 0,
+        };
+        self.tx.send(frame, bytes).await.map_err(|_| Stop::Cancelled)
     }
 }
 
 enum Source {
     Empty,
-    Merge(Merge<ReceiverStream<Frame>>),
+    Merge(Merge<prefetch::Receiver>),
 }
 
 impl Source {

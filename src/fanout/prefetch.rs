@@ -1,0 +1,220 @@
+//! Read-ahead for the Series streams of one call, bounded in bytes.
+//!
+//! The merge emits series in label order, and remotes usually differ in an
+//! external label (`cluster="a"` < `cluster="b"`), so it reads all of one
+//! remote before the next. The others would stall once their HTTP/2 window
+//! is full, and the answer would arrive at one remote's speed. Instead each
+//! remote stream of a call may read ahead into an equal share of the call's
+//! budget (`fanout.prefetch_bytes`), and all calls together into at most
+//! `fanout.prefetch_bytes_total`. When that is spent, a stream holds one frame
+//! ahead, as with no budget: every stream can always hand the merge its next
+//! series, so calls cannot wait on each other's budget.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::merge::Frame;
+
+/// The read-ahead budgets: per call, and for the whole process.
+#[derive(Debug, Clone)]
+pub struct Prefetch {
+    per_call: usize,
+    total: Arc<Semaphore>,
+}
+
+impl Prefetch {
+    pub fn new(per_call: usize, total: usize) -> Self {
+        Self {
+            per_call,
+            total: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// A channel for each of `streams` streams of one call, each with an
+    /// equal share of the call's budget (at least one byte, which holds one
+    /// frame).
+    pub fn channels(&self, streams: usize) -> Vec<(Sender, Receiver)> {
+        let share = (self.per_call / streams.max(1)).clamp(1, u32::MAX as usize) as u32;
+        (0..streams)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let sender = Sender {
+                    tx,
+                    share: Arc::new(Semaphore::new(share as usize)),
+                    share_size: share,
+                    total: self.total.clone(),
+                };
+                (sender, Receiver { rx })
+            })
+            .collect()
+    }
+
+    /// Bytes of the process-wide budget not in use.
+    pub fn available(&self) -> usize {
+        self.total.available_permits()
+    }
+}
+
+/// What a queued frame holds of the budgets, given back when it is taken.
+struct Held {
+    _share: OwnedSemaphorePermit,
+    _total: Option<OwnedSemaphorePermit>,
+}
+
+/// The reader of the channel went away.
+#[derive(Debug)]
+pub struct Closed;
+
+/// The pump's end of one stream's channel.
+pub struct Sender {
+    tx: mpsc::UnboundedSender<(Frame, Held)>,
+    share: Arc<Semaphore>,
+    share_size: u32,
+    total: Arc<Semaphore>,
+}
+
+impl Sender {
+    /// Queues a frame of about `bytes` once the stream's share has room for
+    /// it (a frame larger than the share waits until the queue is empty).
+    pub async fn send(&self, frame: Frame, bytes: usize) -> Result<(), Closed> {
+        let want = bytes.clamp(1, self.share_size as usize) as u32;
+        let held = tokio::select! {
+            held = self.reserve(want) => held?,
+            () = self.tx.closed() => return Err(Closed),
+        };
+        self.tx.send((frame, held)).map_err(|_| Closed)
+    }
+
+    async fn reserve(&self, want: u32) -> Result<Held, Closed> {
+        let share = self
+            .share
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| Closed)?;
+        match self.total.clone().try_acquire_many_owned(want) {
+            Ok(total) => Ok(Held {
+                _share: share,
+                _total: Some(total),
+            }),
+            // The process-wide budget is spent: queue this frame only once
+            // the queue is empty, outside that budget.
+            Err(_) => {
+                drop(share);
+                let whole = self
+                    .share
+                    .clone()
+                    .acquire_many_owned(self.share_size)
+                    .await
+                    .map_err(|_| Closed)?;
+                Ok(Held {
+                    _share: whole,
+                    _total: None,
+                })
+            }
+        }
+    }
+
+    /// Resolves when the reader has gone away.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+/// The merge's end of one stream's channel.
+pub struct Receiver {
+    rx: mpsc::UnboundedReceiver<(Frame, Held)>,
+}
+
+impl Stream for Receiver {
+    type Item = Frame;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        // Taking a frame gives its bytes back to the budgets.
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|(frame, _held)| frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::proto::thanos::Series;
+
+    fn frame() -> Frame {
+        Frame::Series(Series::default())
+    }
+
+    async fn sends_now(tx: &Sender, bytes: usize) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), tx.send(frame(), bytes))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_stream_reads_ahead_up_to_its_share() {
+        let prefetch = Prefetch::new(1000, 10_000);
+        let mut channels = prefetch.channels(2);
+        let (tx, mut rx) = channels.remove(0);
+        // A share of 500 bytes: four frames of 120, not a fifth.
+        for _ in 0..4 {
+            assert!(sends_now(&tx, 120).await);
+        }
+        assert!(!sends_now(&tx, 120).await);
+        assert_eq!(prefetch.available(), 10_000 - 480);
+        // Taking one makes room for one.
+        assert!(rx.next().await.is_some());
+        assert!(sends_now(&tx, 120).await);
+        // A frame larger than the share waits for an empty queue.
+        for _ in 0..4 {
+            assert!(rx.next().await.is_some());
+        }
+        assert!(sends_now(&tx, 5000).await);
+        assert!(!sends_now(&tx, 1).await);
+    }
+
+    #[tokio::test]
+    async fn a_spent_total_leaves_one_frame_ahead_per_stream() {
+        let prefetch = Prefetch::new(1000, 300);
+        let (a, mut a_rx) = prefetch.channels(1).remove(0);
+        let (b, mut b_rx) = prefetch.channels(1).remove(0);
+        assert!(sends_now(&a, 200).await);
+        assert_eq!(prefetch.available(), 100);
+        // b's first frame goes in although the total is spent...
+        assert!(sends_now(&b, 200).await);
+        assert_eq!(prefetch.available(), 100);
+        // ...but nothing more, for either stream, until they are read.
+        assert!(!sends_now(&b, 200).await);
+        assert!(!sends_now(&a, 200).await);
+        assert!(b_rx.next().await.is_some());
+        assert!(sends_now(&b, 200).await);
+        assert!(a_rx.next().await.is_some());
+        assert!(sends_now(&a, 200).await);
+    }
+
+    #[tokio::test]
+    async fn a_vanished_reader_ends_a_waiting_send() {
+        let prefetch = Prefetch::new(100, 1000);
+        let (tx, rx) = prefetch.channels(1).remove(0);
+        assert!(sends_now(&tx, 100).await);
+        let waiting = tokio::spawn(async move { tx.send(frame(), 100).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        let result = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the send ends")
+            .expect("no panic");
+        assert!(result.is_err());
+        // Queued frames gave their bytes back.
+        assert_eq!(prefetch.available(), 1000);
+    }
+}
