@@ -15,7 +15,7 @@ use crate::config::ValidConfig;
 use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
 use crate::fanout::Fanout;
 use crate::metrics::{RemoteFamilies, ServerMetrics};
-use crate::server::{self, InfoService, Services, StoreService};
+use crate::server::{self, ApiService, InfoService, Services, StoreService};
 use crate::tls;
 use crate::upstream::{self, UpstreamError, Upstreams};
 
@@ -241,6 +241,7 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
     };
     let mut servers = JoinSet::new();
     let services = Services {
+        apis: ApiService::new(fanout.clone(), server_metrics.clone()),
         store: StoreService::new(fanout, server_metrics),
         info: InfoService::new(upstreams.clone(), ready.subscribe()),
         health: health_reporter.clone(),

@@ -9,13 +9,33 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// StoreAPI methods, as metric label values.
+/// gRPC methods we serve and call, as metric label values.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Method {
     Info,
     Series,
     LabelNames,
     LabelValues,
+    Rules,
+    Targets,
+    MetricMetadata,
+    Exemplars,
+    TSDBStatistics,
+}
+
+impl Method {
+    /// The methods called on remotes and counted per call (Info has its own
+    /// failure counter).
+    const CALLED: [Method; 8] = [
+        Method::Series,
+        Method::LabelNames,
+        Method::LabelValues,
+        Method::Rules,
+        Method::Targets,
+        Method::MetricMetadata,
+        Method::Exemplars,
+        Method::TSDBStatistics,
+    ];
 }
 
 /// How a call to a remote ended.
@@ -96,7 +116,7 @@ impl RemoteFamilies {
         );
         registry.register(
             "thanos_fanout_remote_calls",
-            "Calls made to a remote, by StoreAPI method and outcome",
+            "Calls made to a remote, by gRPC method and outcome",
             families.calls.clone(),
         );
         registry.register(
@@ -124,8 +144,8 @@ impl RemoteFamilies {
             remote: remote.to_owned(),
             endpoint: endpoint.to_owned(),
         };
-        // Indexed like Outcome::ALL.
-        let call = |method| {
+        // Indexed like Method::CALLED, then like Outcome::ALL.
+        let calls = Method::CALLED.map(|method| {
             Outcome::ALL.map(|outcome| {
                 self.calls
                     .get_or_create(&CallLabels {
@@ -135,14 +155,12 @@ impl RemoteFamilies {
                     })
                     .clone()
             })
-        };
+        });
         EndpointMetrics {
             up: self.up.get_or_create(&labels).clone(),
             connections: self.connections.get_or_create(&labels).clone(),
             info_failures: self.info_failures.get_or_create(&labels).clone(),
-            series_calls: call(Method::Series),
-            label_calls: call(Method::LabelNames),
-            value_calls: call(Method::LabelValues),
+            calls,
             series_received: self
                 .series_received
                 .get_or_create(&RemoteLabels {
@@ -159,26 +177,21 @@ pub struct EndpointMetrics {
     pub up: Gauge,
     pub connections: Gauge,
     pub info_failures: Counter,
-    series_calls: [Counter; 4],
-    label_calls: [Counter; 4],
-    value_calls: [Counter; 4],
+    calls: [[Counter; 4]; 8],
     pub series_received: Counter,
 }
 
 impl EndpointMetrics {
     /// Counts one finished call.
     pub fn call(&self, method: Method, outcome: Outcome) {
-        let by_outcome = match method {
-            Method::Series => &self.series_calls,
-            Method::LabelNames => &self.label_calls,
-            Method::LabelValues => &self.value_calls,
-            Method::Info => return,
+        let Some(m) = Method::CALLED.iter().position(|c| *c == method) else {
+            return;
         };
-        let i = Outcome::ALL
+        let o = Outcome::ALL
             .iter()
             .position(|o| *o == outcome)
             .unwrap_or_default();
-        by_outcome[i].inc();
+        self.calls[m][o].inc();
     }
 }
 
@@ -201,12 +214,12 @@ impl ServerMetrics {
         };
         registry.register(
             "thanos_fanout_requests",
-            "StoreAPI requests handled, by method and gRPC code",
+            "Requests from queriers handled, by gRPC method and code",
             metrics.requests.clone(),
         );
         registry.register(
             "thanos_fanout_request_duration_seconds",
-            "Time to answer a StoreAPI request (for Series, until the stream ends)",
+            "Time to answer a request from a querier (for streams, until the stream ends)",
             metrics.duration.clone(),
         );
         registry.register(

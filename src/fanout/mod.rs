@@ -9,14 +9,17 @@
 mod label_calls;
 pub mod merge;
 mod remote;
+mod selectors;
 mod series;
 pub mod shard;
+mod streamed;
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
 pub use series::SeriesStream;
+pub use streamed::ApiStream;
 
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
@@ -102,16 +105,22 @@ impl Fanout {
     }
 
     /// Chooses endpoints like the querier chooses stores: healthy (last Info
-    /// succeeded), overlapping in time, and with a compatible external label
-    /// set. Unhealthy endpoints are not called, but those that would have
-    /// matched (by their last known Info, or any request if they never
-    /// answered) are reported, so a missing cluster is never silent.
+    /// succeeded), offering the StoreAPI, overlapping in time, and with a
+    /// compatible external label set.
     fn plan(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Plan {
-        let matches = |info: &RemoteInfo| {
-            min_time <= info.max_time
+        self.plan_by(|info| {
+            info.store
+                && min_time <= info.max_time
                 && max_time >= info.min_time
                 && label_sets_match(matchers, &info.label_sets)
-        };
+        })
+    }
+
+    /// Chooses the healthy endpoints whose Info `matches`. Unhealthy
+    /// endpoints are not called, but those that would have matched (by their
+    /// last known Info, or any request if they never answered) are reported,
+    /// so a missing cluster is never silent.
+    fn plan_by(&self, matches: impl Fn(&RemoteInfo) -> bool) -> Plan {
         let mut plan = Plan::default();
         for endpoint in self.upstreams.endpoints() {
             match endpoint.availability() {
@@ -119,7 +128,7 @@ impl Fanout {
                     plan.selected.push(Selected { endpoint, info });
                 }
                 Availability::Down { last_info, why }
-                    if last_info.as_deref().is_none_or(matches) =>
+                    if last_info.as_deref().is_none_or(&matches) =>
                 {
                     plan.skipped
                         .push(endpoint.error(RemoteErrorKind::NotQueried(why)));

@@ -177,7 +177,8 @@ impl Pump {
                 Err(_) => Err(Stop::Failed(self.call.error(
                     RemoteErrorKind::CallerDeadline {
                         elapsed: self.call.elapsed(),
-                        series: self.received,
+                        received: self.received,
+                        unit: "series",
                     },
                 ))),
             },
@@ -200,7 +201,8 @@ impl Pump {
     ) -> Result<T, Stop> {
         let silent = || RemoteErrorKind::NoProgress {
             timeout: self.timeout,
-            series: self.received,
+            received: self.received,
+            unit: "series",
         };
         tokio::select! {
             result = self.call.wait(step, self.timeout, silent) => Ok(result?),

@@ -9,8 +9,11 @@ use tonic::{Request, Response, Status};
 use crate::labelset;
 use crate::proto::thanos::ZLabelSet;
 use crate::proto::thanos::info::info_server::Info;
-use crate::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
-use crate::upstream::Upstreams;
+use crate::proto::thanos::info::{
+    ExemplarsInfo, InfoRequest, InfoResponse, MetricMetadataInfo, RulesInfo, StatusInfo, StoreInfo,
+    TargetsInfo,
+};
+use crate::upstream::{Api, Upstreams};
 
 pub struct InfoService {
     upstreams: Arc<Upstreams>,
@@ -35,28 +38,34 @@ pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
         .iter()
         .filter_map(|e| e.state().info.clone())
         .collect();
+    // Label sets route series and exemplar requests; a rules-only endpoint
+    // says nothing about them.
+    let data: Vec<_> = known.iter().filter(|info| info.serves_data()).collect();
     // A remote without external labels could hold any series; the querier can
     // only be told "anything" by an empty list, since it drops empty sets.
-    let wildcard = known.iter().any(|info| info.label_sets.is_empty());
+    let wildcard = data.iter().any(|info| info.label_sets.is_empty());
     let mut label_sets: Vec<_> = if wildcard {
         Vec::new()
     } else {
-        known
-            .iter()
+        data.iter()
             .flat_map(|info| info.label_sets.iter().cloned())
             .collect()
     };
     label_sets.sort_by(|a, b| labelset::compare(a, b));
     label_sets.dedup();
-    let (min_time, max_time) = if known.is_empty() {
+    let stores: Vec<_> = known.iter().filter(|info| info.store).collect();
+    let (min_time, max_time) = if stores.is_empty() {
         // Like a querier with no stores: ask for everything, answer empty.
         (i64::MIN, i64::MAX)
     } else {
         (
-            known.iter().map(|i| i.min_time).min().unwrap_or(i64::MIN),
-            known.iter().map(|i| i.max_time).max().unwrap_or(i64::MAX),
+            stores.iter().map(|i| i.min_time).min().unwrap_or(i64::MIN),
+            stores.iter().map(|i| i.max_time).max().unwrap_or(i64::MAX),
         )
     };
+    // Each other API is offered once a remote offers it, and stays offered
+    // while that remote is down, so its calls get a warning naming it.
+    let offered = |api| known.iter().any(|info| info.offers(api));
     InfoResponse {
         label_sets: label_sets
             .into_iter()
@@ -69,13 +78,20 @@ pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
             // Forwarded to remotes that honour them, done locally for the rest.
             supports_sharding: true,
             supports_without_replica_labels: true,
-            tsdb_infos: known
+            tsdb_infos: stores
                 .iter()
                 .flat_map(|i| i.tsdb_infos.iter().cloned())
                 .collect(),
             supports_projections: false,
         }),
-        ..Default::default()
+        rules: offered(Api::Rules).then_some(RulesInfo {}),
+        metric_metadata: offered(Api::MetricMetadata).then_some(MetricMetadataInfo {}),
+        targets: offered(Api::Targets).then_some(TargetsInfo {}),
+        // Queriers ignore the time range here, and sidecars send zeros.
+        exemplars: offered(Api::Exemplars).then_some(ExemplarsInfo::default()),
+        status: offered(Api::Status).then_some(StatusInfo {}),
+        // thanos.Query is not offered: we answer no PromQL.
+        query: None,
     }
 }
 

@@ -1,8 +1,12 @@
 //! The gRPC services a querier calls: `thanos.Store`, `thanos.info.Info`,
-//! `grpc.health.v1.Health` and reflection, served in plaintext (h2c).
+//! `thanos.Rules`, `thanos.Targets`, `thanos.Metadata`, `thanos.Exemplars`,
+//! `thanos.Status`, `grpc.health.v1.Health` and reflection, served in
+//! plaintext (h2c).
 
+mod apis;
 mod compression;
 mod info;
+mod observed;
 mod store;
 
 use std::future::Future;
@@ -16,14 +20,20 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+pub use apis::ApiService;
 pub use compression::SnappyRequests;
 pub use info::InfoService;
 pub use store::StoreService;
 
 use crate::fanout::{FanoutError, RequestContext};
 use crate::proto::MAX_MESSAGE_SIZE;
+use crate::proto::thanos::exemplars_server::ExemplarsServer;
 use crate::proto::thanos::info::info_server::InfoServer;
+use crate::proto::thanos::metadata_server::MetadataServer;
+use crate::proto::thanos::rules_server::RulesServer;
+use crate::proto::thanos::status_server::StatusServer;
 use crate::proto::thanos::store_server::StoreServer;
+use crate::proto::thanos::targets_server::TargetsServer;
 
 /// The one place fan-out errors become gRPC statuses.
 pub fn status(err: FanoutError) -> Status {
@@ -73,6 +83,8 @@ pub fn request_context(metadata: &MetadataMap) -> RequestContext {
 /// Everything the gRPC listener serves.
 pub struct Services {
     pub store: StoreService,
+    /// Rules, Targets, Metadata, Exemplars and Status.
+    pub apis: ApiService,
     pub info: InfoService,
     pub health: tonic_health::server::HealthReporter,
 }
@@ -96,16 +108,23 @@ pub async fn serve(
         .build_v1()
         .ok();
     // gzip and zstd from the querier are tonic's own; snappy is the layer's.
-    let store = StoreServer::from_arc(Arc::new(services.store))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let info = InfoServer::new(services.info)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    macro_rules! configured {
+        ($server:expr) => {
+            $server
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        };
+    }
+    let store = configured!(StoreServer::from_arc(Arc::new(services.store)));
+    let info = configured!(InfoServer::new(services.info));
+    let apis = services.apis;
+    let rules = configured!(RulesServer::new(apis.clone()));
+    let targets = configured!(TargetsServer::new(apis.clone()));
+    let metadata = configured!(MetadataServer::new(apis.clone()));
+    let exemplars = configured!(ExemplarsServer::new(apis.clone()));
+    let status = configured!(StatusServer::new(apis));
     let health = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(services.health),
     );
@@ -115,6 +134,11 @@ pub async fn serve(
         .add_optional_service(reflection)
         .add_service(info)
         .add_service(store)
+        .add_service(rules)
+        .add_service(targets)
+        .add_service(metadata)
+        .add_service(exemplars)
+        .add_service(status)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }

@@ -2,14 +2,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::Stream;
 use tonic::{Code, Request, Response, Status};
 
+use super::observed::Observed;
 use super::{request_context, status};
-use crate::fanout::{Fanout, SeriesStream};
+use crate::fanout::Fanout;
 use crate::metrics::{Method, ServerMetrics};
 use crate::proto::thanos::store_server::Store;
 use crate::proto::thanos::{
@@ -56,12 +56,13 @@ impl Store for StoreService {
             .in_scope(|| self.fanout.series(req, ctx))
             .map_err(status);
         match result {
-            Ok(stream) => Ok(Response::new(Box::pin(Observed {
-                inner: stream,
-                metrics: self.metrics.clone(),
+            Ok(stream) => Ok(Response::new(Box::pin(Observed::new(
+                stream,
+                Method::Series,
+                self.metrics.clone(),
                 started,
-                code: None,
-            }))),
+                count_series,
+            )))),
             Err(e) => {
                 self.finish(Method::Series, started, &Err::<(), _>(e.clone()));
                 Err(e)
@@ -102,53 +103,15 @@ impl Store for StoreService {
     }
 }
 
-/// The Series response stream, recording how it ended (a drop before the end
-/// means the querier cancelled).
-struct Observed {
-    inner: SeriesStream,
-    metrics: ServerMetrics,
-    started: Instant,
-    code: Option<Code>,
-}
-
-impl Stream for Observed {
-    type Item = Result<SeriesResponse, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = match self.inner.as_mut().poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(item) => item,
-        };
-        Poll::Ready(match item {
-            None => {
-                self.code.get_or_insert(Code::Ok);
-                None
-            }
-            Some(Err(e)) => {
-                let e = status(e);
-                self.code = Some(e.code());
-                Some(Err(e))
-            }
-            Some(Ok(resp)) => {
-                match &resp.result {
-                    Some(series_response::Result::Series(_)) => {
-                        self.metrics.series_sent.inc();
-                    }
-                    Some(series_response::Result::Batch(b)) => {
-                        self.metrics.series_sent.inc_by(b.series.len() as u64);
-                    }
-                    _ => {}
-                }
-                Some(Ok(resp))
-            }
-        })
-    }
-}
-
-impl Drop for Observed {
-    fn drop(&mut self) {
-        let code = self.code.unwrap_or(Code::Cancelled);
-        self.metrics
-            .observe(Method::Series, code, self.started.elapsed().as_secs_f64());
+/// Counts the series in a Series response.
+fn count_series(response: &SeriesResponse, metrics: &ServerMetrics) {
+    match &response.result {
+        Some(series_response::Result::Series(_)) => {
+            metrics.series_sent.inc();
+        }
+        Some(series_response::Result::Batch(b)) => {
+            metrics.series_sent.inc_by(b.series.len() as u64);
+        }
+        _ => {}
     }
 }

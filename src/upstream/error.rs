@@ -31,18 +31,27 @@ pub enum RemoteErrorKind {
     /// The remote (or something in front of it) answered with an error.
     #[error("{0}")]
     Status(String),
-    /// A stream sent nothing for `timeout` while we were ready for it.
+    /// A stream sent nothing for `timeout` while we were ready for it, after
+    /// `received` items (series, rule groups, ...) named `unit`.
     #[error(
-        "sent nothing for {} (its timeout) after {series} series; the rest of its answer is missing",
+        "sent nothing for {} (its timeout) after {received} {unit}; the rest of its answer is missing",
         secs(*.timeout)
     )]
-    NoProgress { timeout: Duration, series: u64 },
+    NoProgress {
+        timeout: Duration,
+        received: u64,
+        unit: &'static str,
+    },
     /// A unary call got no answer in time.
     #[error("no answer within {}", secs(*.0))]
     NoAnswer(Duration),
     /// The caller's deadline passed while the remote was still sending.
-    #[error("the caller's deadline passed after {} and {series} series", secs(*.elapsed))]
-    CallerDeadline { elapsed: Duration, series: u64 },
+    #[error("the caller's deadline passed after {} and {received} {unit}", secs(*.elapsed))]
+    CallerDeadline {
+        elapsed: Duration,
+        received: u64,
+        unit: &'static str,
+    },
     /// The remote broke the StoreAPI's sort order.
     #[error("sent series out of order: {later} after {earlier}; the rest of its answer is dropped")]
     OutOfOrder { later: String, earlier: String },
@@ -87,7 +96,8 @@ mod tests {
             endpoint: "10.0.0.7:443".into(),
             kind: RemoteErrorKind::NoProgress {
                 timeout: Duration::from_secs(30),
-                series: 1200,
+                received: 1200,
+                unit: "series",
             },
         };
         assert_eq!(

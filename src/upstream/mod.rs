@@ -29,9 +29,14 @@ use crate::labelset;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
 use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::thanos::Label;
+use crate::proto::thanos::exemplars_client::ExemplarsClient;
 use crate::proto::thanos::info::info_client::InfoClient;
 use crate::proto::thanos::info::{InfoRequest, InfoResponse, TsdbInfo};
+use crate::proto::thanos::metadata_client::MetadataClient;
+use crate::proto::thanos::rules_client::RulesClient;
+use crate::proto::thanos::status_client::StatusClient;
 use crate::proto::thanos::store_client::StoreClient;
+use crate::proto::thanos::targets_client::TargetsClient;
 use crate::target::{Dial, EndpointSpec, join_host_port};
 use crate::tls::{self, ClientTls, TlsError};
 
@@ -42,11 +47,52 @@ pub enum UpstreamError {
     Tls { remote: String, source: TlsError },
 }
 
+/// The APIs besides the StoreAPI that an endpoint may offer; its Info
+/// answer says which, by the presence of each one's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    Rules,
+    Targets,
+    MetricMetadata,
+    Exemplars,
+    Status,
+}
+
+impl Api {
+    pub const ALL: [Api; 5] = [
+        Api::Rules,
+        Api::Targets,
+        Api::MetricMetadata,
+        Api::Exemplars,
+        Api::Status,
+    ];
+
+    /// Which of these an Info answer advertises.
+    fn offered_by(resp: &InfoResponse) -> Vec<Api> {
+        let present = [
+            (Api::Rules, resp.rules.is_some()),
+            (Api::Targets, resp.targets.is_some()),
+            (Api::MetricMetadata, resp.metric_metadata.is_some()),
+            (Api::Exemplars, resp.exemplars.is_some()),
+            (Api::Status, resp.status.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter_map(|(api, present)| present.then_some(api))
+            .collect()
+    }
+}
+
 /// What an endpoint said about itself in its last successful Info answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteInfo {
     /// External label sets, each sorted; empty sets dropped as the querier does.
     pub label_sets: Vec<Vec<Label>>,
+    /// Whether it offers the StoreAPI (Series and labels); the time range and
+    /// the `supports_*` flags are only meaningful if so.
+    pub store: bool,
+    /// The other APIs it offers.
+    pub apis: Vec<Api>,
     pub min_time: i64,
     pub max_time: i64,
     pub supports_sharding: bool,
@@ -57,9 +103,12 @@ pub struct RemoteInfo {
 
 impl RemoteInfo {
     fn from_response(resp: InfoResponse) -> Result<Self, String> {
-        let store = resp
-            .store
-            .ok_or("the endpoint offers no StoreAPI (Info has no store field)")?;
+        let apis = Api::offered_by(&resp);
+        if resp.store.is_none() && apis.is_empty() {
+            return Err("the endpoint offers none of the APIs we serve (its Info has no store, rules, targets, metric_metadata, exemplars or status)".into());
+        }
+        let has_store = resp.store.is_some();
+        let store = resp.store.unwrap_or_default();
         let mut label_sets = Vec::with_capacity(resp.label_sets.len());
         for set in resp.label_sets {
             let mut set = set.labels;
@@ -70,6 +119,8 @@ impl RemoteInfo {
         }
         Ok(Self {
             label_sets,
+            store: has_store,
+            apis,
             min_time: store.min_time,
             max_time: store.max_time,
             supports_sharding: store.supports_sharding,
@@ -77,6 +128,17 @@ impl RemoteInfo {
             tsdb_infos: store.tsdb_infos,
             component: resp.component_type,
         })
+    }
+
+    /// Whether it offers `api`.
+    pub fn offers(&self, api: Api) -> bool {
+        self.apis.contains(&api)
+    }
+
+    /// Whether it serves data that external labels describe (series or
+    /// exemplars), so its label sets say which requests it can answer.
+    pub fn serves_data(&self) -> bool {
+        self.store || self.offers(Api::Exemplars)
     }
 }
 
@@ -148,6 +210,33 @@ macro_rules! client {
     }};
 }
 
+/// Clients for streaming calls: each on a connection with room for one more
+/// stream; keep the lease until the stream is done.
+macro_rules! stream_clients {
+    ($($method:ident => $client:ident,)*) => {
+        impl Endpoint {
+            $(
+                pub fn $method(&self) -> ($client<RemoteChannel>, StreamLease) {
+                    let lease = self.pool.stream();
+                    (
+                        client!($client, self.channel(lease.channel()), self.compression),
+                        lease,
+                    )
+                }
+            )*
+        }
+    };
+}
+
+stream_clients! {
+    series_client => StoreClient,
+    rules_client => RulesClient,
+    targets_client => TargetsClient,
+    metadata_client => MetadataClient,
+    exemplars_client => ExemplarsClient,
+    status_client => StatusClient,
+}
+
 impl Endpoint {
     /// A Store client for unary calls (LabelNames, LabelValues); cheap.
     pub fn store(&self) -> StoreClient<RemoteChannel> {
@@ -160,16 +249,6 @@ impl Endpoint {
 
     fn channel(&self, channel: Channel) -> RemoteChannel {
         RemoteChannel::new(channel, self.snappy)
-    }
-
-    /// A Store client for one Series stream, on a connection with room for
-    /// it; keep the lease until the stream is done.
-    pub fn series_client(&self) -> (StoreClient<RemoteChannel>, StreamLease) {
-        let lease = self.pool.stream();
-        (
-            client!(StoreClient, self.channel(lease.channel()), self.compression),
-            lease,
-        )
     }
 
     /// Connections open to this endpoint.

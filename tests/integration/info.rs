@@ -84,7 +84,7 @@ async fn no_healthy_remotes_advertises_everything_never_zero() {
     assert_eq!((store.min_time, store.max_time), (i64::MIN, i64::MAX));
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.expect("write");
