@@ -142,8 +142,12 @@ func (c apiCase) canonical(r *APIResponse) (string, error) {
 	}
 	warnings := slices.Clone(r.Warnings)
 	slices.Sort(warnings)
-	b, err := json.MarshalIndent(map[string]any{"data": data, "warnings": warnings}, "", " ")
-	return string(b), err
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // placeholders read "<time>", not "\u003ctime\u003e"
+	enc.SetIndent("", " ")
+	err := enc.Encode(map[string]any{"data": data, "warnings": warnings})
+	return b.String(), err
 }
 
 // querierUnderTest is a querier that reaches the remotes through
