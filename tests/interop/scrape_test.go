@@ -41,9 +41,11 @@ const (
 	// LoadFamilySeries(k) series. Their series counts are distinct and larger
 	// than those of any other metric name or label pair of a head (except the
 	// job and instance pairs of ScrapeTarget, which hold them all), so the
-	// top-10 lists of /api/v1/status/tsdb have no tie at their cut-off, and
-	// which entries make the cut does not depend on the order in which
-	// Prometheus happens to walk its postings.
+	// top-10 lists of /api/v1/status/tsdb by metric name and by label pair
+	// have no tie at their cut-off: Prometheus keeps whichever tied entries
+	// it meets first, which would differ from one call to the next. (The
+	// list by label name has no cut-off at 10: the heads have fewer label
+	// names.)
 	NumLoadFamilies = 12
 
 	// Names of the alerting rules of every cluster's rules file.
