@@ -19,8 +19,7 @@ where
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(thanos_fanout::demo::synthetic::serve(
-        store.clone(),
-        store,
+        thanos_fanout::demo::synthetic::store_routes(store.clone(), store),
         listener,
         None,
         std::future::pending(),

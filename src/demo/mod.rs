@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod chunkenc;
 mod run;
+mod sidecar_apis;
 pub mod synthetic;
 pub mod tls_server;
 

@@ -9,11 +9,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::app::{self, AppError};
 use crate::config::{ConfigError, RemoteConfig, TlsConfig, ValidConfig};
 use crate::demo::certs::{Authority, Pem};
-use crate::demo::synthetic::{self, Dataset, SyntheticStore};
+use crate::demo::synthetic::{self, Capabilities, Dataset, SyntheticStore};
 use crate::labelset;
+use crate::proto::thanos::exemplars_client::ExemplarsClient;
+use crate::proto::thanos::metadata_client::MetadataClient;
+use crate::proto::thanos::rules_client::RulesClient;
 use crate::proto::thanos::store_client::StoreClient;
+use crate::proto::thanos::targets_client::TargetsClient;
 use crate::proto::thanos::{
-    LabelMatcher, LabelValuesRequest, SeriesRequest, label_matcher, series_response,
+    AlertState, ExemplarsRequest, LabelMatcher, LabelValuesRequest, MetricMetadataRequest,
+    RulesRequest, SeriesRequest, TargetsRequest, exemplars_response, label_matcher,
+    metric_metadata_response, rule, rules_response, series_response, targets_response,
 };
 
 const CLUSTERS: [&str; 3] = ["demo-a", "demo-b", "demo-c"];
@@ -66,14 +72,16 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
         let Pem { cert, key } = ca.server(&[&name])?;
         let tls = crate::demo::tls_server::server_config(&cert, &key, Some(&ca.cert_pem()))?;
         let data = Dataset::demo(labelset::from_pairs([("cluster", cluster)]), now)?;
-        let store = SyntheticStore::new(data);
+        let store = SyntheticStore::new(data).with_capabilities(Capabilities {
+            sidecar_apis: true,
+            ..Capabilities::default()
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(files)?;
         let address = listener.local_addr().map_err(files)?;
         tokio::spawn(synthetic::serve(
-            store.clone(),
-            store,
+            synthetic::sidecar_routes(store),
             listener,
             Some(tls),
             std::future::pending(),
@@ -99,7 +107,9 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
     let running = app::start(config.validate(None)?).await?;
     running.ready.wait().await;
     let grpc = running.grpc_addr;
-    let summary = self_check(&format!("http://{}", loopback(grpc))).await?;
+    let endpoint = format!("http://{}", loopback(grpc));
+    let summary = self_check(&endpoint).await?;
+    let others = other_apis_check(&endpoint).await?;
     println!(
         "\nthanos-fanout demo is running.\n\n\
          remotes: three synthetic clusters over mutual TLS (certificates in {dir})\n{remotes}\n\
@@ -107,7 +117,8 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
          metrics and probes:         http://{http}/metrics  /-/ready  /-/healthy\n\
          try with grpcurl:           grpcurl -plaintext {addr} thanos.info.Info/Info\n\
          \x20                           grpcurl -plaintext -d '{{\"min_time\":0,\"max_time\":{max},\"matchers\":[{{\"name\":\"__name__\",\"value\":\"up\"}}]}}' {addr} thanos.Store/Series\n\n\
-         self-check, a Series call for {{__name__=\"up\"}} through {addr}:\n{summary}",
+         self-check, a Series call for {{__name__=\"up\"}} through {addr}:\n{summary}\n\
+         the other APIs a querier reads (its rules, alerts, targets, metadata and exemplars pages):\n{others}",
         dir = dir.display(),
         remotes = running
             .upstreams
@@ -195,4 +206,88 @@ async fn self_check(endpoint: &str) -> Result<String, DemoError> {
         )));
     }
     Ok(format!("{lines}  {count} series, clusters {clusters:?}\n"))
+}
+
+/// Calls Rules, Targets, Metadata and Exemplars through the aggregator and
+/// counts what came back from all clusters.
+async fn other_apis_check(endpoint: &str) -> Result<String, DemoError> {
+    let check = |e: &dyn std::fmt::Display| DemoError::Check(e.to_string());
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| check(&e))?
+        .connect()
+        .await
+        .map_err(|e| check(&e))?;
+    let mut rules = RulesClient::new(channel.clone())
+        .rules(RulesRequest::default())
+        .await
+        .map_err(|e| check(&e))?
+        .into_inner();
+    let (mut groups, mut firing) = (0, 0);
+    while let Some(frame) = rules.message().await.map_err(|e| check(&e))? {
+        if let Some(rules_response::Result::Group(group)) = frame.result {
+            groups += 1;
+            firing += group
+                .rules
+                .iter()
+                .filter(|r| matches!(&r.result, Some(rule::Result::Alert(a)) if a.state == AlertState::Firing as i32))
+                .count();
+        }
+    }
+    let mut targets = TargetsClient::new(channel.clone())
+        .targets(TargetsRequest::default())
+        .await
+        .map_err(|e| check(&e))?
+        .into_inner();
+    let mut active = 0;
+    while let Some(frame) = targets.message().await.map_err(|e| check(&e))? {
+        if let Some(targets_response::Result::Targets(t)) = frame.result {
+            active += t.active_targets.len();
+        }
+    }
+    let mut metadata = MetadataClient::new(channel.clone())
+        .metric_metadata(MetricMetadataRequest {
+            limit: -1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| check(&e))?
+        .into_inner();
+    let mut names = std::collections::BTreeSet::new();
+    while let Some(frame) = metadata.message().await.map_err(|e| check(&e))? {
+        if let Some(metric_metadata_response::Result::Metadata(m)) = frame.result {
+            names.extend(m.metadata.into_keys());
+        }
+    }
+    let mut exemplars = ExemplarsClient::new(channel)
+        .exemplars(ExemplarsRequest {
+            query: r#"demo_http_requests_total{cluster="demo-a"}"#.into(),
+            start: 0,
+            end: i64::MAX,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| check(&e))?
+        .into_inner();
+    let mut exemplar_series = 0;
+    while let Some(frame) = exemplars.message().await.map_err(|e| check(&e))? {
+        if let Some(exemplars_response::Result::Data(_)) = frame.result {
+            exemplar_series += 1;
+        }
+    }
+    if groups != CLUSTERS.len()
+        || firing != CLUSTERS.len()
+        || active == 0
+        || names.is_empty()
+        || exemplar_series == 0
+    {
+        return Err(DemoError::Check(format!(
+            "expected a rule group with a firing alert, targets, metadata and exemplars from each of {} clusters; got {groups} groups, {firing} firing alerts, {active} targets, {} metric names, {exemplar_series} exemplar series",
+            CLUSTERS.len(),
+            names.len()
+        )));
+    }
+    Ok(format!(
+        "  {groups} rule groups with {firing} firing alerts, {active} active targets, metadata for {names:?},\n  \
+         {exemplar_series} exemplar series for demo_http_requests_total{{cluster=\"demo-a\"}} (routed to demo-a only)\n"
+    ))
 }

@@ -1,7 +1,8 @@
 //! A synthetic remote StoreAPI server over an in-memory data set of real XOR
 //! chunks, behaving like a sidecar (external labels on every series, sorted
-//! output, `without_replica_labels`, sharding, `limit`, batches). The demo
-//! runs three of them; tests wrap them to inject faults.
+//! output, `without_replica_labels`, sharding, `limit`, batches; the other
+//! sidecar APIs are in `sidecar_apis`). The demo runs three of them; tests
+//! wrap them to inject faults.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use futures::Stream;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding::{Gzip, Zstd};
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use xxhash_rust::xxh64::xxh64;
@@ -19,9 +21,17 @@ use crate::demo::chunkenc::{self, ChunkError, SAMPLES_PER_CHUNK};
 use crate::fanout::shard::ShardMatcher;
 use crate::labelset::{self, Matcher};
 use crate::proto::MAX_MESSAGE_SIZE;
+use crate::proto::thanos::exemplars_server::ExemplarsServer;
 use crate::proto::thanos::info::info_server::{Info, InfoServer};
-use crate::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo, TsdbInfo};
+use crate::proto::thanos::info::{
+    ExemplarsInfo, InfoRequest, InfoResponse, MetricMetadataInfo, RulesInfo, StatusInfo, StoreInfo,
+    TargetsInfo, TsdbInfo,
+};
+use crate::proto::thanos::metadata_server::MetadataServer;
+use crate::proto::thanos::rules_server::RulesServer;
+use crate::proto::thanos::status_server::StatusServer;
 use crate::proto::thanos::store_server::{Store, StoreServer};
+use crate::proto::thanos::targets_server::TargetsServer;
 use crate::proto::thanos::{
     AggrChunk, Chunk, Label, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
     LabelValuesResponse, Series, SeriesBatch, SeriesRequest, SeriesResponse, ZLabelSet,
@@ -156,6 +166,9 @@ impl Dataset {
 pub struct Capabilities {
     pub without_replica_labels: bool,
     pub sharding: bool,
+    /// Whether Info advertises rules, targets, metadata, exemplars and
+    /// status (served by [`sidecar_routes`]).
+    pub sidecar_apis: bool,
 }
 
 impl Default for Capabilities {
@@ -163,6 +176,7 @@ impl Default for Capabilities {
         Self {
             without_replica_labels: true,
             sharding: true,
+            sidecar_apis: false,
         }
     }
 }
@@ -306,7 +320,12 @@ impl SyntheticStore {
                     .collect(),
                 supports_projections: false,
             }),
-            ..Default::default()
+            rules: self.caps.sidecar_apis.then_some(RulesInfo {}),
+            metric_metadata: self.caps.sidecar_apis.then_some(MetricMetadataInfo {}),
+            targets: self.caps.sidecar_apis.then_some(TargetsInfo {}),
+            exemplars: self.caps.sidecar_apis.then_some(ExemplarsInfo::default()),
+            status: self.caps.sidecar_apis.then_some(StatusInfo {}),
+            query: None,
         }
     }
 }
@@ -386,46 +405,58 @@ impl Info for SyntheticStore {
     }
 }
 
-/// A Store service configured like a Thanos server's: large messages, reads
-/// gzip and zstd and answers in kind (snappy is [`crate::server::SnappyRequests`]'s).
+/// Configures a generated server like a Thanos server: large messages, reads
+/// gzip and zstd and answers in kind (snappy is
+/// [`crate::server::SnappyRequests`]'s).
+macro_rules! thanos_like {
+    ($server:expr) => {
+        $server
+            .accept_compressed(Gzip)
+            .accept_compressed(Zstd)
+            .send_compressed(Gzip)
+            .send_compressed(Zstd)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    };
+}
+
+/// A Store service configured like a Thanos server's.
 pub fn store_server<S: Store>(store: S) -> StoreServer<S> {
-    StoreServer::new(store)
-        .accept_compressed(Gzip)
-        .accept_compressed(Zstd)
-        .send_compressed(Gzip)
-        .send_compressed(Zstd)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    thanos_like!(StoreServer::new(store))
 }
 
 /// An Info service configured like [`store_server`].
 pub fn info_server<I: Info>(info: I) -> InfoServer<I> {
-    InfoServer::new(info)
-        .accept_compressed(Gzip)
-        .accept_compressed(Zstd)
-        .send_compressed(Gzip)
-        .send_compressed(Zstd)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    thanos_like!(InfoServer::new(info))
 }
 
-/// Serves a Store and an Info implementation on `listener`, over TLS when
-/// `tls` is given, until `shutdown` resolves.
-pub async fn serve<S, I>(
-    store: S,
-    info: I,
+/// A StoreAPI remote: `store` and `info`.
+pub fn store_routes<S: Store, I: Info>(store: S, info: I) -> Routes {
+    Routes::new(info_server(info)).add_service(store_server(store))
+}
+
+/// A sidecar-like remote: the StoreAPI and every other API a sidecar serves,
+/// all answered by `store` (advertised in Info if its capabilities say so).
+pub fn sidecar_routes(store: SyntheticStore) -> Routes {
+    store_routes(store.clone(), store.clone())
+        .add_service(thanos_like!(RulesServer::new(store.clone())))
+        .add_service(thanos_like!(TargetsServer::new(store.clone())))
+        .add_service(thanos_like!(MetadataServer::new(store.clone())))
+        .add_service(thanos_like!(ExemplarsServer::new(store.clone())))
+        .add_service(thanos_like!(StatusServer::new(store)))
+}
+
+/// Serves `routes` on `listener` like a Thanos server (snappy requests
+/// read), over TLS when `tls` is given, until `shutdown` resolves.
+pub async fn serve(
+    routes: Routes,
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error>
-where
-    S: Store,
-    I: Info,
-{
+) -> Result<(), tonic::transport::Error> {
     let router = Server::builder()
         .layer(crate::server::SnappyRequests)
-        .add_service(info_server(info))
-        .add_service(store_server(store));
+        .add_routes(routes);
     match tls {
         Some(config) => {
             router

@@ -9,7 +9,7 @@
 mod label_calls;
 pub mod merge;
 mod remote;
-mod selectors;
+pub mod selectors;
 mod series;
 pub mod shard;
 mod streamed;

@@ -12,6 +12,32 @@ use super::{FanoutError, Selected};
 use crate::metrics::{Method, Outcome};
 use crate::upstream::{RemoteError, RemoteErrorKind};
 
+/// Why a streaming call stopped before its end.
+pub(super) enum Stop {
+    /// Whoever reads the answer is gone (the caller cancelled, or another
+    /// remote aborted the call).
+    Cancelled,
+    Failed(RemoteError),
+}
+
+impl From<RemoteError> for Stop {
+    fn from(error: RemoteError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+/// Runs a streaming call until it ends, or until the caller's deadline
+/// passes (None).
+pub(super) async fn within_deadline(
+    deadline: Option<Instant>,
+    stream: impl Future<Output = Result<(), Stop>>,
+) -> Option<Result<(), Stop>> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, stream).await.ok(),
+        None => Some(stream.await),
+    }
+}
+
 /// A call in progress to one endpoint.
 pub(super) struct RemoteCall {
     pub selected: Selected,
@@ -63,6 +89,41 @@ impl RemoteCall {
         };
         self.selected.endpoint.metrics.call(self.method, outcome);
         tracing::debug!(?outcome, elapsed = ?self.elapsed(), "remote call finished");
+    }
+
+    /// Waits for one step of a stream like [`RemoteCall::wait`], unless
+    /// whoever reads the answer goes away first (`gone` resolves).
+    pub async fn step<T>(
+        &self,
+        step: impl Future<Output = Result<T, tonic::Status>>,
+        limit: Duration,
+        on_timeout: impl FnOnce() -> RemoteErrorKind,
+        gone: impl Future<Output = ()>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            result = self.wait(step, limit, on_timeout) => Ok(result?),
+            // Notice a vanished reader even while the remote is silent.
+            _ = gone => Err(Stop::Cancelled),
+        }
+    }
+
+    /// Counts a streaming call by how it ended; returns the failure to pass
+    /// on, if any.
+    pub fn conclude(&self, result: Result<(), Stop>) -> Option<RemoteError> {
+        match result {
+            Ok(()) => {
+                self.finish(Ok(()));
+                None
+            }
+            Err(Stop::Cancelled) => {
+                self.cancelled();
+                None
+            }
+            Err(Stop::Failed(error)) => {
+                self.finish(Err(&error));
+                Some(error)
+            }
+        }
     }
 
     /// Counts a call the caller (or an abort) ended before the remote did.

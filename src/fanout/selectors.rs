@@ -29,6 +29,11 @@ impl Selector {
         labelset::label_sets_match(&self.compiled, label_sets)
     }
 
+    /// Whether a series with `labels` is selected.
+    pub fn selects(&self, labels: &[Label]) -> bool {
+        labelset::matches_series(&self.compiled, labels)
+    }
+
     /// `{name="value", ...}`, leaving out matchers on `drop`ped names. An
     /// endpoint that keeps its external labels out of its own storage (a
     /// sidecar's Prometheus) must not see matchers on them.

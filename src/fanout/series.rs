@@ -24,13 +24,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use super::merge::{Frame, Merge};
-use super::remote::{RemoteCall, settle};
+use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
 use crate::labelset;
 use crate::metrics::Method;
 use crate::proto::thanos::{Series, SeriesBatch, SeriesRequest, SeriesResponse, series_response};
-use crate::upstream::{RemoteError, RemoteErrorKind, StreamLease};
+use crate::upstream::{RemoteErrorKind, StreamLease};
 
 /// The merged answer, as tonic wants it.
 pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, FanoutError>> + Send>>;
@@ -156,45 +156,25 @@ struct Read {
     buffered: Vec<Series>,
 }
 
-/// Why a pump stopped early.
-enum Stop {
-    /// The merge is gone (querier cancelled, or another remote aborted the call).
-    Cancelled,
-    Failed(RemoteError),
-}
-
-impl From<RemoteError> for Stop {
-    fn from(error: RemoteError) -> Self {
-        Self::Failed(error)
-    }
-}
-
 impl Pump {
     async fn run(mut self) {
-        let result = match self.caller_deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, self.stream()).await {
-                Ok(result) => result,
-                Err(_) => Err(Stop::Failed(self.call.error(
+        let result = within_deadline(self.caller_deadline, self.stream())
+            .await
+            .unwrap_or_else(|| {
+                Err(Stop::Failed(self.call.error(
                     RemoteErrorKind::CallerDeadline {
                         elapsed: self.call.elapsed(),
                         received: self.received,
                         unit: "series",
                     },
-                ))),
-            },
-            None => self.stream().await,
-        };
-        match result {
-            Ok(()) => self.call.finish(Ok(())),
-            Err(Stop::Cancelled) => self.call.cancelled(),
-            Err(Stop::Failed(error)) => {
-                self.call.finish(Err(&error));
-                let _ = self.tx.send(Frame::Warning(error)).await;
-            }
+                )))
+            });
+        if let Some(error) = self.call.conclude(result) {
+            let _ = self.tx.send(Frame::Warning(error)).await;
         }
     }
 
-    /// Waits for the remote, up to `timeout`, unless the merge goes away.
+    /// Waits for the remote, up to `timeout`, unless the reader goes away.
     async fn wait<T>(
         &self,
         step: impl Future<Output = Result<T, tonic::Status>>,
@@ -204,11 +184,9 @@ impl Pump {
             received: self.received,
             unit: "series",
         };
-        tokio::select! {
-            result = self.call.wait(step, self.timeout, silent) => Ok(result?),
-            // Notice a vanished merge even while the remote is silent.
-            _ = self.tx.closed() => Err(Stop::Cancelled),
-        }
+        self.call
+            .step(step, self.timeout, silent, self.tx.closed())
+            .await
     }
 
     async fn stream(&mut self) -> Result<(), Stop> {

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::remote::{RemoteCall, settle};
+use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::{Fanout, FanoutError, Plan, RequestContext, Selected, aborts, selectors};
 use crate::metrics::Method;
 use crate::proto::thanos::{
@@ -305,39 +305,25 @@ struct Pump<A: StreamedApi> {
     received: u64,
 }
 
-/// Why a pump stopped early.
-enum Stop {
-    /// The output is gone (caller cancelled, or another remote aborted).
-    Cancelled,
-    Failed(RemoteError),
-}
-
 impl<A: StreamedApi> Pump<A> {
     async fn run(mut self) {
-        let result = match self.caller_deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, self.stream()).await {
-                Ok(result) => result,
-                Err(_) => Err(Stop::Failed(self.call.error(
+        let result = within_deadline(self.caller_deadline, self.stream())
+            .await
+            .unwrap_or_else(|| {
+                Err(Stop::Failed(self.call.error(
                     RemoteErrorKind::CallerDeadline {
                         elapsed: self.call.elapsed(),
                         received: self.received,
                         unit: A::UNIT,
                     },
-                ))),
-            },
-            None => self.stream().await,
-        };
-        match result {
-            Ok(()) => self.call.finish(Ok(())),
-            Err(Stop::Cancelled) => self.call.cancelled(),
-            Err(Stop::Failed(error)) => {
-                self.call.finish(Err(&error));
-                let _ = self.tx.send(Event::Failed(error)).await;
-            }
+                )))
+            });
+        if let Some(error) = self.call.conclude(result) {
+            let _ = self.tx.send(Event::Failed(error)).await;
         }
     }
 
-    /// Waits for the remote, up to `timeout`, unless the output goes away.
+    /// Waits for the remote, up to `timeout`, unless the reader goes away.
     async fn wait<T>(
         &self,
         step: impl Future<Output = Result<T, tonic::Status>>,
@@ -347,10 +333,9 @@ impl<A: StreamedApi> Pump<A> {
             received: self.received,
             unit: A::UNIT,
         };
-        tokio::select! {
-            result = self.call.wait(step, self.timeout, silent) => result.map_err(Stop::Failed),
-            _ = self.tx.closed() => Err(Stop::Cancelled),
-        }
+        self.call
+            .step(step, self.timeout, silent, self.tx.closed())
+            .await
     }
 
     async fn stream(&mut self) -> Result<(), Stop> {

@@ -268,7 +268,7 @@ async fn without_replica_labels_strips_and_keeps_order() {
         data("1"),
         Capabilities {
             without_replica_labels: false,
-            sharding: true,
+            ..Capabilities::default()
         },
         None,
     )
@@ -706,8 +706,8 @@ async fn shards_are_applied_locally_for_remotes_that_cannot() {
     let r = start_remote(
         dataset(&[("cluster", "x")], many),
         Capabilities {
-            without_replica_labels: true,
             sharding: false,
+            ..Capabilities::default()
         },
         None,
     )
