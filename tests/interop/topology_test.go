@@ -76,6 +76,10 @@ type Topology struct {
 	FanoutConfig string
 	Bins         Binaries
 
+	// Scrape is the OpenMetrics endpoint every Prometheus scrapes (and the
+	// exemplars it exposes); see scrape_test.go.
+	Scrape *ScrapeTarget
+
 	pki   *pki
 	ports *portSet
 
@@ -295,6 +299,9 @@ func runTests(m *testing.M) (code int) {
 			if t.DNS != nil {
 				_ = t.DNS.Close()
 			}
+			if t.Scrape != nil {
+				_ = t.Scrape.Close()
+			}
 			logf("teardown (%s) took %s", why, since(begin))
 			if keep.Load() {
 				logf("work dir kept: %s", t.Dir)
@@ -416,6 +423,11 @@ func (t *Topology) setup() error {
 		return fmt.Errorf("DNS self-check: %w", err)
 	}
 
+	// What the Prometheus servers scrape.
+	if t.Scrape, err = startScrapeTarget(ports.addr(), time.Now()); err != nil {
+		return err
+	}
+
 	// Data.
 	step = time.Now()
 	dataCtx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -504,18 +516,27 @@ func (t *Topology) defineProcesses(a processAddrs, dirs dataDirs) error {
 
 	// Prometheus a0, a1, b and their sidecars.
 	type replica struct {
-		name, promAddr, dataDir, labels string
-		grpc, http                      string
-		tls                             []string
+		name, cluster, promAddr, dataDir, labels string
+		grpc, http                               string
+		tls                                      []string
 	}
 	replicas := []replica{
-		{"a0", a.promA0, dirs.a[0], "cluster: a\n    replica: \"0\"", a.sideA0GRPC, a.sideA0HTTP, serverTLS(c.ServerACert, c.ServerAKey)},
-		{"a1", a.promA1, dirs.a[1], "cluster: a\n    replica: \"1\"", a.sideA1GRPC, a.sideA1HTTP, serverTLS(c.ServerACert, c.ServerAKey)},
-		{"b", a.promB, dirs.b, "cluster: b", a.sideBGRPC, a.sideBHTTP, nil},
+		{"a0", "a", a.promA0, dirs.a[0], "cluster: a\n    replica: \"0\"", a.sideA0GRPC, a.sideA0HTTP, serverTLS(c.ServerACert, c.ServerAKey)},
+		{"a1", "a", a.promA1, dirs.a[1], "cluster: a\n    replica: \"1\"", a.sideA1GRPC, a.sideA1HTTP, serverTLS(c.ServerACert, c.ServerAKey)},
+		{"b", "b", a.promB, dirs.b, "cluster: b", a.sideBGRPC, a.sideBHTTP, nil},
+	}
+	// One rules file per cluster, shared by its replicas (so that a querier
+	// deduplicates their groups, which it tells apart by file and name).
+	for _, cluster := range []string{"a", "b"} {
+		path, content := rulesFile(t.Dir, cluster)
+		if err := writeFile(path, content); err != nil {
+			return err
+		}
 	}
 	for _, r := range replicas {
 		cfg := filepath.Join(t.Dir, "prometheus-"+r.name, "prometheus.yml")
-		if err := writeFile(cfg, "global:\n  external_labels:\n    "+r.labels+"\n"); err != nil {
+		rules, _ := rulesFile(t.Dir, r.cluster)
+		if err := writeFile(cfg, prometheusConfig(r.cluster, r.labels, r.promAddr, t.Scrape.Addr, rules)); err != nil {
 			return err
 		}
 		t.newProcess("prometheus-"+r.name, t.Bins.Prometheus, []string{
@@ -523,6 +544,7 @@ func (t *Topology) defineProcesses(a processAddrs, dirs dataDirs) error {
 			"--storage.tsdb.path=" + r.dataDir,
 			"--storage.tsdb.retention.time=30d",
 			"--web.listen-address=" + r.promAddr,
+			"--enable-feature=exemplar-storage",
 			"--log.level=info",
 		}, httpOK("http://"+r.promAddr+"/-/ready"))
 		args := append([]string{"sidecar",
