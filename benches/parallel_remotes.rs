@@ -5,7 +5,9 @@
 //! not reading yet stall once their HTTP/2 window is full, and the answer
 //! arrives at one remote's speed; with it they keep downloading into their
 //! share of the request's prefetch budget. Prints series/s and the peak
-//! resident memory at 1, 4, 8 and 16 remotes, for each prefetch setting.
+//! resident memory during the call (of the whole process: remotes, the
+//! aggregator and the client) at 1, 4, 8 and 16 remotes, for each prefetch
+//! setting.
 //!
 //! Run: `cargo bench --bench parallel_remotes` (release build).
 
@@ -170,6 +172,7 @@ async fn main() {
             configs.push(support::remote(&format!("c{r:02}"), addr));
         }
         for (label, config) in settings() {
+            support::reset_peak_rss();
             let running = support::start_fanout_with(config, configs.clone()).await;
             let mut client = StoreClient::connect(format!("http://{}", running.grpc_addr))
                 .await

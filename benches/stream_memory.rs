@@ -122,7 +122,11 @@ async fn main() {
             support::serve_remote(generator).await,
         ));
     }
-    let running = support::start_fanout(remotes).await;
+    let mut config = thanos_fanout::config::Config::default();
+    if let Ok(bytes) = std::env::var("PREFETCH_BYTES") {
+        config.fanout.prefetch_bytes = bytes.parse().expect("PREFETCH_BYTES");
+    }
+    let running = support::start_fanout_with(config, remotes).await;
     let mut client = StoreClient::connect(format!("http://{}", running.grpc_addr))
         .await
         .expect("connect");

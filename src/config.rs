@@ -129,12 +129,12 @@ impl Default for InfoConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FanoutConfig {
-    /// Bytes one Series call may read ahead of its merge, shared equally by
-    /// its remote streams, so that remotes the merge is not reading yet keep
-    /// downloading. 0: one frame ahead per stream.
+    /// Memory (bytes) one Series call may fill reading ahead of its merge,
+    /// shared equally by its remote streams, so that remotes the merge is not
+    /// reading yet keep downloading. 0: one frame ahead per stream.
     pub prefetch_bytes: usize,
-    /// Bytes all calls together may read ahead; beyond it each stream holds
-    /// one frame ahead.
+    /// Memory (bytes) all calls together may fill reading ahead; beyond it
+    /// each stream holds one frame ahead.
     pub prefetch_bytes_total: usize,
     /// Frames queued per call of Rules, Targets, Metadata, Exemplars and
     /// TSDB status ahead of the caller.
@@ -149,7 +149,7 @@ impl Default for FanoutConfig {
     fn default() -> Self {
         Self {
             prefetch_bytes: 64 << 20,
-            prefetch_bytes_total: 512 << 20,
+            prefetch_bytes_total: 256 << 20,
             buffer_frames: 64,
             streams_per_connection: 16,
         }

@@ -61,7 +61,13 @@ pub async fn start_fanout_with(mut config: Config, remotes: Vec<RemoteConfig>) -
     running
 }
 
-/// Peak resident memory of this process so far (VmHWM), in MiB.
+/// Starts a new peak for [`peak_rss_mib`] (Linux: writing 5 to clear_refs).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory of this process (VmHWM) since it started or since
+/// [`reset_peak_rss`], in MiB.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-pub use series::SeriesStream;
 pub use prefetch::Prefetch;
+pub use series::SeriesStream;
 pub use streamed::ApiStream;
 
 use crate::labelset::{Matcher, label_sets_match};

@@ -18,6 +18,35 @@ use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::merge::Frame;
+use crate::proto::thanos::{AggrChunk, Chunk, Label, Series};
+
+/// About the memory a decoded series takes: its structs (an `AggrChunk` has
+/// room for six chunks, so it outweighs small chunk data), label text and
+/// chunk data. Budgets count this, not the encoded size, which is about
+/// half of it for typical series.
+pub fn memory_size(series: &Series) -> usize {
+    // Capacities, not lengths: decoding grows vectors by doubling.
+    let text: usize = series
+        .labels
+        .iter()
+        .map(|l| l.name.capacity() + l.value.capacity())
+        .sum();
+    let data: usize = series
+        .chunks
+        .iter()
+        .map(|c| {
+            [&c.raw, &c.count, &c.sum, &c.min, &c.max, &c.counter]
+                .into_iter()
+                .map(|chunk: &Option<Chunk>| chunk.as_ref().map_or(0, |c| c.data.capacity()))
+                .sum::<usize>()
+        })
+        .sum();
+    size_of::<Series>()
+        + series.labels.capacity() * size_of::<Label>()
+        + text
+        + series.chunks.capacity() * size_of::<AggrChunk>()
+        + data
+}
 
 /// The read-ahead budgets: per call, and for the whole process.
 #[derive(Debug, Clone)]
@@ -78,7 +107,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Queues a frame of about `bytes` once the stream's share has room for
+    /// Queues a frame taking `bytes` of memory once the stream's share has room for
     /// it (a frame larger than the share waits until the queue is empty).
     pub async fn send(&self, frame: Frame, bytes: usize) -> Result<(), Closed> {
         let want = bytes.clamp(1, self.share_size as usize) as u32;
@@ -148,7 +177,6 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::proto::thanos::Series;
 
     fn frame() -> Frame {
         Frame::Series(Series::default())
@@ -158,6 +186,31 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(50), tx.send(frame(), bytes))
             .await
             .is_ok()
+    }
+
+    #[test]
+    fn memory_size_counts_structs_labels_and_chunk_data() {
+        let series = Series {
+            labels: crate::labelset::from_pairs([("__name__", "up"), ("job", "api")]),
+            chunks: vec![AggrChunk {
+                raw: Some(Chunk {
+                    data: vec![0; 1000],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        };
+        let size = memory_size(&series);
+        assert!(
+            size >= size_of::<Series>()
+                + 2 * size_of::<Label>()
+                + 16
+                + size_of::<AggrChunk>()
+                + 1000,
+            "{size}"
+        );
+        // More than it takes on the wire.
+        assert!(size > prost::Message::encoded_len(&series));
     }
 
     #[tokio::test]

@@ -286,10 +286,13 @@ impl Pump {
 
     async fn send(&self, frame: Frame) -> Result<(), Stop> {
         let bytes = match &frame {
-            Frame::Series(series) => prost::Message::encoded_len(series),
+            Frame::Series(series) => prefetch::memory_size(series),
             Frame::Warning(_) => 0,
         };
-        self.tx.send(frame, bytes).await.map_err(|_| Stop::Cancelled)
+        self.tx
+            .send(frame, bytes)
+            .await
+            .map_err(|_| Stop::Cancelled)
     }
 }
 

@@ -412,3 +412,88 @@ async fn a_cluster_that_goes_down_stays_visible() {
     assert_eq!(err.code(), Code::Aborted);
     assert!(err.message().contains("remote b"), "{}", err.message());
 }
+
+/// While the merge takes cluster a's series (all of them sort first), b keeps
+/// downloading into its share of the call's read-ahead budget instead of
+/// stalling once its HTTP/2 window is full. With no budget it stalls. Either
+/// way the answer is whole and sorted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remotes_the_merge_is_not_reading_yet_keep_downloading() {
+    // 600 series of 16 KiB: 9.4 MiB, far more than a stream window, well
+    // within half of the default budget.
+    const SERIES: usize = 600;
+    for budget in [
+        thanos_fanout::config::Config::default()
+            .fanout
+            .prefetch_bytes,
+        0,
+    ] {
+        let pki = Pki::new();
+        let a = large_remote(&pki, "a", SERIES).await;
+        let b = large_remote(&pki, "b", SERIES).await;
+        let mut cfg = config(vec![tls_remote(&pki, "a", &a), tls_remote(&pki, "b", &b)]);
+        cfg.fanout.prefetch_bytes = budget;
+        let running = start_fanout(cfg).await;
+        let mut client = client(&running).await;
+        let mut stream = client.series(big()).await.expect("series").into_inner();
+        // The caller takes one frame (one of a's), then nothing for a while.
+        stream
+            .message()
+            .await
+            .expect("a frame")
+            .expect("not the end");
+        until_quiet(&b).await;
+        let sent = b.script.frames_sent.load(Ordering::SeqCst);
+        if budget > 0 {
+            assert_eq!(sent, SERIES, "b read ahead in full");
+        } else {
+            assert!(sent < SERIES / 2, "b stalls without read-ahead: {sent}");
+        }
+        let rest = read_all(stream, 0, Duration::ZERO).await.expect("series");
+        assert_eq!(rest.series.len(), 2 * SERIES - 1, "budget {budget}");
+        assert_strictly_sorted(&rest.series);
+    }
+}
+
+/// With the process-wide read-ahead spent by calls whose callers stall, other
+/// calls still complete: each stream can always hand the merge its next
+/// series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_process_wide_budget_slows_calls_but_never_blocks_them() {
+    const SERIES: usize = 300;
+    let pki = Pki::new();
+    let a = large_remote(&pki, "a", SERIES).await;
+    let b = large_remote(&pki, "b", SERIES).await;
+    let mut cfg = config(vec![tls_remote(&pki, "a", &a), tls_remote(&pki, "b", &b)]);
+    cfg.fanout.prefetch_bytes_total = 1 << 20;
+    let running = start_fanout(cfg).await;
+    // Stalled calls that hold what they read ahead.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut client = client(&running).await;
+        let mut stream = client.series(big()).await.expect("series").into_inner();
+        stream.message().await.expect("a frame");
+        stalled.push(stream);
+    }
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let mut client = client(&running).await;
+        callers.spawn(async move {
+            let stream = client.series(big()).await?.into_inner();
+            read_all(stream, 0, Duration::ZERO).await
+        });
+    }
+    let done = tokio::time::timeout(Duration::from_secs(60), callers.join_all())
+        .await
+        .expect("the reading calls complete");
+    for answer in done {
+        let answer = answer.expect("series");
+        assert_eq!(answer.series.len(), 2 * SERIES, "{:?}", answer.warnings);
+        assert_strictly_sorted(&answer.series);
+    }
+    // The stalled ones complete too once read.
+    for stream in stalled {
+        let rest = read_all(stream, 0, Duration::ZERO).await.expect("series");
+        assert_eq!(rest.series.len(), 2 * SERIES - 1);
+    }
+}
