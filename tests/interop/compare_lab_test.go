@@ -472,12 +472,24 @@ func (l *compareLab) endpointsSD(remotes []*benchRemote) string {
 // certificate.
 func haproxyConfig(remotes []*benchRemote, frontends []string, clientPEM string) string {
 	var b strings.Builder
+	// http-reuse never and max-reuse 0: one backend connection per stream.
+	// Otherwise HAProxy 2.6 multiplexes the querier's concurrent Series
+	// streams onto one HTTP/2 connection to the store and, under a few
+	// concurrent queries, resets that connection mid-answer once a stream
+	// has used up its 64 KiB window (log: SD--; querier: "unexpected EOF"
+	// or "server closed the stream without sending trailers"); http-reuse
+	// never alone still does it.
 	b.WriteString(`# TLS origination towards every remote; one frontend per remote.
 global
     maxconn 4000
+    log stderr format raw local0 info
 
 defaults
     mode http
+    log global
+    option httplog
+    option dontlog-normal
+    http-reuse never
     timeout connect 5s
     timeout client 15m
     timeout server 15m
@@ -489,7 +501,7 @@ frontend %[1]s
     default_backend %[1]s
 
 backend %[1]s
-    server %[1]s %[3]s ssl verify required ca-file %[4]s crt %[5]s sni str(%[6]s) verifyhost %[6]s alpn h2
+    server %[1]s %[3]s ssl verify required ca-file %[4]s crt %[5]s sni str(%[6]s) verifyhost %[6]s alpn h2 max-reuse 0
 `, r.Name, frontends[i], r.GRPC, r.CA, clientPEM, r.ServerName)
 	}
 	return b.String()
