@@ -44,12 +44,13 @@ func renderCompare(res *compareResult) string {
 		res.Machine["nproc"], res.Machine["cpu"], res.Machine["memory"],
 		res.Versions["thanos"], res.Versions["haproxy"], res.Versions["thanos-fanout"])
 	if m.Name != "full" {
-		p("**These are %s-mode numbers** (%d runs per cell, no million-series or 64-remote rows); `scripts/compare` without options runs the full set.\n\n", m.Name, m.Runs)
+		p("**These are %s-mode numbers** (%d runs per cell, fewer scaling rows); `scripts/compare` without options runs the full set.\n\n", m.Name, m.Runs)
 	}
 	p("Every remote is a `thanos store` over a filesystem bucket with its own CA, a server certificate for `rNN.remote.test` only (no IP SAN) and mutual TLS, dialled by 127.0.0.1 with that server name; each announces `cluster=\"rNN\"`. ")
 	p("Every setup has its own front `thanos query`, which the PromQL and HTTP API workloads call: ")
 	p("**direct**, per-endpoint TLS to every store (`--endpoint.sd-config-file`); ")
 	p("**HAProxy**, one plaintext h2 frontend per remote originating TLS (CA, SNI, client certificate) and the querier with one `--endpoint` per frontend; ")
+	p("it runs with `http-reuse never` and `max-reuse 0`, so one TLS connection to the store per gRPC call: with its default reuse, HAProxy 2.6 multiplexes concurrent Series streams onto one connection to the store and resets it mid-answer under a few concurrent queries (querier: `unexpected EOF`); ")
 	p("**stacked querier**, an inner querier with per-endpoint TLS and the front one with `--endpoint` to it; ")
 	p("**thanos-fanout** (release build), one remote per store, the front querier with `--endpoint` to it. ")
 	p("StoreAPI rows are a Go client reading the middle hop (direct: each store itself over TLS, at once; HAProxy: each frontend, at once) and counting the series and chunks. ")
@@ -77,7 +78,11 @@ func renderCompare(res *compareResult) string {
 	p("| workload | series | %s |\n", strings.Join(titles(setupNames), " | "))
 	p("| --- | ---: |%s\n", strings.Repeat(" ---: |", len(setupNames)))
 	for _, r := range headline {
-		p("| %s%s | %s |", r.Workload, metricNote(r, m), thousands(r.Series))
+		series := "—"
+		if r.Series > 0 {
+			series = thousands(r.Series)
+		}
+		p("| %s%s | %s |", r.Workload, metricNote(r, m), series)
 		for _, name := range setupNames {
 			p(" %s |", timeCell(r, name))
 		}
@@ -106,7 +111,7 @@ func renderCompare(res *compareResult) string {
 
 	// Middle hop.
 	p("\n### The middle hop: peak RSS and CPU\n\n")
-	p("Peak RSS is VmHWM (reset before every run) over all runs, in MiB; CPU is user+system seconds of the middle hop per run (median). Direct has no middle hop.\n\n")
+	p("Peak RSS is VmHWM (reset before every run) over all runs, in MiB; CPU is user+system seconds of the middle hop per run (median). Direct has no middle hop. Rows are in the order they ran; the reset lowers VmHWM only to the current RSS, so memory a hop keeps after an earlier row (the million-series rows) shows in the rows after it.\n\n")
 	p("| workload | remotes |")
 	for _, n := range hopNames {
 		p(" %s MiB | %s CPU s |", setupTitles[n], setupTitles[n])

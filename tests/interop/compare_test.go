@@ -61,7 +61,7 @@ type compareMode struct {
 }
 
 var compareModes = map[string]compareMode{
-	// By hand, 30-60 minutes on 2 cores.
+	// By hand, about 10 minutes on 2 cores.
 	"full": {
 		Name: "full", Remotes: 8, RemoteScale: []int{1, 8, 64},
 		Sizes: []int{10_000, 100_000, 1_000_000}, MainSize: 100_000,
