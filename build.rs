@@ -25,9 +25,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("thanos_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
+        .build_server(true);
+    // An AggrChunk has room for six chunks, but Prometheus data only ever
+    // uses `raw`: boxing the downsampled aggregates shrinks every decoded
+    // chunk from 256 to 96 bytes, which decoding moves and read-ahead holds.
+    for aggregate in ["count", "sum", "min", "max", "counter"] {
+        builder = builder.boxed(format!(".thanos.AggrChunk.{aggregate}"));
+    }
+    builder.compile_fds(descriptors)?;
     Ok(())
 }

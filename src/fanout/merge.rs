@@ -181,12 +181,12 @@ fn chunk_hash(chunk: &Chunk) -> u64 {
 /// (checked in the order raw, count, max, min, sum, counter).
 fn is_new(chunk: &AggrChunk, seen: &mut HashSet<u64>) -> bool {
     [
-        &chunk.raw,
-        &chunk.count,
-        &chunk.max,
-        &chunk.min,
-        &chunk.sum,
-        &chunk.counter,
+        chunk.raw.as_ref(),
+        chunk.count.as_deref(),
+        chunk.max.as_deref(),
+        chunk.min.as_deref(),
+        chunk.sum.as_deref(),
+        chunk.counter.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -194,7 +194,7 @@ fn is_new(chunk: &AggrChunk, seen: &mut HashSet<u64>) -> bool {
 }
 
 fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
-    let part = |x: &Option<Chunk>, y: &Option<Chunk>| match (x, y) {
+    let part = |x: Option<&Chunk>, y: Option<&Chunk>| match (x, y) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
@@ -203,12 +203,12 @@ fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
     a.min_time
         .cmp(&b.min_time)
         .then(a.max_time.cmp(&b.max_time))
-        .then_with(|| part(&a.raw, &b.raw))
-        .then_with(|| part(&a.count, &b.count))
-        .then_with(|| part(&a.sum, &b.sum))
-        .then_with(|| part(&a.min, &b.min))
-        .then_with(|| part(&a.max, &b.max))
-        .then_with(|| part(&a.counter, &b.counter))
+        .then_with(|| part(a.raw.as_ref(), b.raw.as_ref()))
+        .then_with(|| part(a.count.as_deref(), b.count.as_deref()))
+        .then_with(|| part(a.sum.as_deref(), b.sum.as_deref()))
+        .then_with(|| part(a.min.as_deref(), b.min.as_deref()))
+        .then_with(|| part(a.max.as_deref(), b.max.as_deref()))
+        .then_with(|| part(a.counter.as_deref(), b.counter.as_deref()))
 }
 
 #[cfg(test)]

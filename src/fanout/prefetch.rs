@@ -20,8 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::merge::Frame;
 use crate::proto::thanos::{AggrChunk, Chunk, Label, Series};
 
-/// About the memory a decoded series takes: its structs (an `AggrChunk` has
-/// room for six chunks, so it outweighs small chunk data), label text and
+/// About the memory a decoded series takes: its structs, label text and
 /// chunk data. Budgets count this, not the encoded size, which is about
 /// half of it for typical series.
 pub fn memory_size(series: &Series) -> usize {
@@ -35,10 +34,12 @@ pub fn memory_size(series: &Series) -> usize {
         .chunks
         .iter()
         .map(|c| {
-            [&c.raw, &c.count, &c.sum, &c.min, &c.max, &c.counter]
+            let boxed = [&c.count, &c.sum, &c.min, &c.max, &c.counter]
                 .into_iter()
-                .map(|chunk: &Option<Chunk>| chunk.as_ref().map_or(0, |c| c.data.capacity()))
-                .sum::<usize>()
+                .flatten()
+                .map(|chunk| size_of::<Chunk>() + chunk.data.capacity())
+                .sum::<usize>();
+            c.raw.as_ref().map_or(0, |chunk| chunk.data.capacity()) + boxed
         })
         .sum();
     size_of::<Series>()
@@ -186,6 +187,13 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(50), tx.send(frame(), bytes))
             .await
             .is_ok()
+    }
+
+    #[test]
+    fn a_decoded_chunk_stays_small() {
+        // Only `raw` is inline: every chunk of every series read ahead
+        // carries this struct (256 bytes with all six parts inline).
+        assert!(size_of::<AggrChunk>() <= 96, "{}", size_of::<AggrChunk>());
     }
 
     #[test]
