@@ -226,6 +226,23 @@ pub struct RemoteConfig {
     /// Compression of the calls to this remote, both ways.
     #[serde(default)]
     pub compression: Compression,
+    /// Which of its endpoints a request goes to.
+    #[serde(default)]
+    pub mode: RemoteMode,
+}
+
+/// How a remote's endpoints share its requests.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteMode {
+    /// Every matching endpoint is called and their answers merged (shards,
+    /// or replicas whose gaps the merge fills).
+    #[default]
+    All,
+    /// The endpoints are replicas of each other (an HA pair of sidecars):
+    /// one healthy endpoint is called, and the next one if it fails before
+    /// its first frame. Half the bytes over the link for an HA pair.
+    Any,
 }
 
 /// gRPC compression towards a remote. Thanos sidecars and stores accept

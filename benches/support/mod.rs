@@ -41,6 +41,7 @@ pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
         tls: None,
         authority: None,
         compression: Default::default(),
+        mode: Default::default(),
     }
 }
 

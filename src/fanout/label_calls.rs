@@ -130,26 +130,48 @@ where
     let mut tasks = JoinSet::new();
     let mut by_task = HashMap::new();
     for s in selected {
-        let deadline = ctx.deadline_for(&s.endpoint);
-        let limit = deadline.saturating_duration_since(Instant::now());
-        let fut = call(&s, deadline);
-        let span = tracing::info_span!("remote_labels", remote = %s.endpoint.remote, endpoint = %s.endpoint.address, ?method);
-        let endpoint = s.endpoint.clone();
-        let remote = RemoteCall::new(s, method);
+        // The endpoint, then (`mode: any`) the remote's others in turn.
+        let mut candidates = vec![s];
+        while let Some(next) = candidates.last().and_then(Selected::next) {
+            candidates.push(next);
+        }
+        let attempts: Vec<_> = candidates
+            .into_iter()
+            .map(|s| {
+                let deadline = ctx.deadline_for(&s.endpoint);
+                let limit = deadline.saturating_duration_since(Instant::now());
+                let fut = call(&s, deadline);
+                (RemoteCall::new(s, method), fut, limit)
+            })
+            .collect();
+        let first = &attempts[0].0.selected.endpoint;
+        let span = tracing::info_span!("remote_labels", remote = %first.remote, endpoint = %first.address, ?method);
+        let endpoint = first.clone();
         let task = tasks.spawn(
             async move {
-                let result = remote
-                    .wait(fut, limit, || RemoteErrorKind::NoAnswer(limit))
-                    .await;
-                remote.finish(result.as_ref().map(|_| ()));
-                // The remote's own warnings name it, like a stream's do.
-                result.map(|(values, warnings)| {
-                    let warnings: Vec<String> = warnings
-                        .into_iter()
-                        .map(|w| remote.error(RemoteErrorKind::Warning(w)).to_string())
-                        .collect();
-                    (values, warnings)
-                })
+                let mut failure = None;
+                for (remote, fut, limit) in attempts {
+                    let result = remote
+                        .wait(fut, limit, || RemoteErrorKind::NoAnswer(limit))
+                        .await;
+                    remote.finish(result.as_ref().map(|_| ()));
+                    match result {
+                        // The remote's own warnings name it, like a stream's do.
+                        Ok((values, warnings)) => {
+                            let warnings: Vec<String> = warnings
+                                .into_iter()
+                                .map(|w| remote.error(RemoteErrorKind::Warning(w)).to_string())
+                                .collect();
+                            return Ok((values, warnings));
+                        }
+                        Err(error) => failure = Some(error),
+                    }
+                }
+                Err(failure.unwrap_or_else(|| RemoteError {
+                    remote: "?".into(),
+                    endpoint: "?".into(),
+                    kind: RemoteErrorKind::Internal("no endpoint to call".into()),
+                }))
             }
             .instrument(span),
         );

@@ -16,6 +16,7 @@ pub mod shard;
 mod streamed;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use tokio::time::Instant;
 
@@ -23,6 +24,7 @@ pub use prefetch::Prefetch;
 pub use series::SeriesStream;
 pub use streamed::ApiStream;
 
+use crate::config::RemoteMode;
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
 use crate::upstream::{
@@ -84,17 +86,33 @@ fn aborts(strategy: i32, disabled: bool) -> bool {
     disabled || strategy == PartialResponseStrategy::Abort as i32
 }
 
-/// An endpoint chosen for a request, with the Info it was chosen by.
+/// An endpoint chosen for a request, with the Info it was chosen by, and
+/// for a remote in `mode: any` the endpoints to try in turn if it fails
+/// before its first frame.
 #[derive(Debug, Clone)]
 struct Selected {
     endpoint: Arc<Endpoint>,
     info: Arc<RemoteInfo>,
+    fallbacks: Vec<Selected>,
+}
+
+impl Selected {
+    /// The next endpoint to try after this one failed, if any.
+    fn next(&self) -> Option<Selected> {
+        let (first, rest) = self.fallbacks.split_first()?;
+        Some(Selected {
+            fallbacks: rest.to_vec(),
+            ..first.clone()
+        })
+    }
 }
 
 /// The fan-out engine shared by all StoreAPI handlers.
 #[derive(Debug)]
 pub struct Fanout {
     upstreams: Arc<Upstreams>,
+    /// Counts plans, so replicas of a `mode: any` remote take turns.
+    turn: AtomicUsize,
     /// Read-ahead of Series streams.
     prefetch: Prefetch,
     /// Frames queued per call of the other streamed APIs.
@@ -105,6 +123,7 @@ impl Fanout {
     pub fn new(upstreams: Arc<Upstreams>, prefetch: Prefetch, buffer_frames: usize) -> Self {
         Self {
             upstreams,
+            turn: AtomicUsize::new(0),
             prefetch,
             buffer_frames,
         }
@@ -128,10 +147,29 @@ impl Fanout {
     /// so a missing cluster is never silent.
     fn plan_by(&self, matches: impl Fn(&RemoteInfo) -> bool) -> Plan {
         let mut plan = Plan::default();
+        // Where each `mode: any` remote's first endpoint went in `selected`.
+        let mut any_remotes: Vec<(Arc<str>, usize)> = Vec::new();
+        let turn = self.turn.fetch_add(1, AtomicOrdering::Relaxed);
         for endpoint in self.upstreams.endpoints() {
             match endpoint.availability() {
                 Availability::Queryable(info) if matches(&info) => {
-                    plan.selected.push(Selected { endpoint, info });
+                    let selected = Selected {
+                        endpoint,
+                        info,
+                        fallbacks: Vec::new(),
+                    };
+                    if selected.endpoint.mode == RemoteMode::Any {
+                        let remote = selected.endpoint.remote.clone();
+                        match any_remotes.iter().find(|(r, _)| *r == remote) {
+                            Some(&(_, at)) => plan.selected[at].fallbacks.push(selected),
+                            None => {
+                                any_remotes.push((remote, plan.selected.len()));
+                                plan.selected.push(selected);
+                            }
+                        }
+                    } else {
+                        plan.selected.push(selected);
+                    }
                 }
                 Availability::Down { last_info, why }
                     if last_info.as_deref().is_none_or(&matches) =>
@@ -140,6 +178,24 @@ impl Fanout {
                         .push(endpoint.error(RemoteErrorKind::NotQueried(why)));
                 }
                 _ => {}
+            }
+        }
+        // Replicas take turns being asked first.
+        for &(_, at) in &any_remotes {
+            let group = &mut plan.selected[at];
+            let mut all = vec![Selected {
+                fallbacks: Vec::new(),
+                ..group.clone()
+            }];
+            all.append(&mut group.fallbacks);
+            let first = turn % all.len();
+            all.rotate_left(first);
+            let mut all = all.into_iter();
+            if let Some(first) = all.next() {
+                *group = Selected {
+                    fallbacks: all.collect(),
+                    ..first
+                };
             }
         }
         tracing::debug!(

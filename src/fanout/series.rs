@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tonic::Streaming;
 use tracing::Instrument;
 
 use super::merge::{Frame, Merge};
@@ -106,10 +107,10 @@ impl Fanout {
             let work = LocalWork::for_endpoint(&forward, &endpoint);
             let span = tracing::info_span!("remote_series", remote = %endpoint.endpoint.remote, endpoint = %endpoint.endpoint.address);
             let pump = Pump {
-                request: ctx.outgoing(forward.clone(), ctx.deadline),
+                forward: forward.clone(),
+                ctx: ctx.clone(),
                 caller_deadline: ctx.deadline,
                 timeout: endpoint.endpoint.timeout,
-                skip_chunks: forward.skip_chunks,
                 call: RemoteCall::new(endpoint, Method::Series),
                 work,
                 tx,
@@ -133,8 +134,9 @@ struct Pump {
     /// Longest wait for the remote's next frame.
     timeout: Duration,
     caller_deadline: Option<Instant>,
-    request: tonic::Request<SeriesRequest>,
-    skip_chunks: bool,
+    /// The request, sent again to a fallback endpoint.
+    forward: SeriesRequest,
+    ctx: RequestContext,
     work: LocalWork,
     tx: prefetch::Sender,
     /// Series received so far, for messages.
@@ -189,17 +191,58 @@ impl Pump {
             .await
     }
 
+    /// Opens the stream and waits for its first frame (None: it ended at
+    /// once). For a remote in `mode: any`, a failure before that frame
+    /// moves on to its next endpoint; the failed attempt is counted and
+    /// logged, and only the last failure is the remote's.
+    async fn open(
+        &mut self,
+    ) -> Result<
+        (
+            Streaming<SeriesResponse>,
+            Option<SeriesResponse>,
+            StreamLease,
+        ),
+        Stop,
+    > {
+        loop {
+            let request = self
+                .ctx
+                .outgoing(self.forward.clone(), self.caller_deadline);
+            // Held until the stream ends: it keeps the connection's windows
+            // large enough for every stream on it.
+            let (mut client, lease) = self.call.selected.endpoint.series_client();
+            let attempt = async {
+                let mut stream = self.wait(client.series(request)).await?.into_inner();
+                let first = self.wait(stream.message()).await?;
+                Ok((stream, first))
+            }
+            .await;
+            let error = match attempt {
+                Ok((stream, first)) => return Ok((stream, first, lease)),
+                Err(Stop::Failed(error)) => error,
+                Err(stop) => return Err(stop),
+            };
+            let Some(next) = self.call.selected.next() else {
+                return Err(Stop::Failed(error));
+            };
+            tracing::info!(%error, next = %next.endpoint.address, "trying the remote's next endpoint");
+            self.call.conclude(Err(Stop::Failed(error)));
+            self.work = LocalWork::for_endpoint(&self.forward, &next);
+            self.call = RemoteCall::new(next, Method::Series);
+        }
+    }
+
     async fn stream(&mut self) -> Result<(), Stop> {
-        let request = std::mem::replace(
-            &mut self.request,
-            tonic::Request::new(SeriesRequest::default()),
-        );
-        // Held until the stream ends: it keeps the connection's windows
-        // large enough for every stream on it.
-        let (mut client, _lease): (_, StreamLease) = self.call.selected.endpoint.series_client();
-        let mut stream = self.wait(client.series(request)).await?.into_inner();
+        let (mut stream, first, _lease) = self.open().await?;
         let mut read = Read::default();
-        let result = self.read(&mut stream, &mut read).await;
+        let result = match first {
+            Some(first) => match self.handle(first, &mut read).await {
+                Ok(()) => self.read(&mut stream, &mut read).await,
+                Err(stop) => Err(stop),
+            },
+            None => Ok(()),
+        };
         // What arrived before a failure is kept.
         if let Some(last) = read.last.take()
             && last.keep
@@ -219,27 +262,32 @@ impl Pump {
 
     async fn read(
         &mut self,
-        stream: &mut tonic::Streaming<SeriesResponse>,
+        stream: &mut Streaming<SeriesResponse>,
         read: &mut Read,
     ) -> Result<(), Stop> {
         // Only time spent in `wait` counts against the remote's timeout.
         while let Some(response) = self.wait(stream.message()).await? {
-            match response.result {
-                Some(series_response::Result::Series(series)) => {
+            self.handle(response, read).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, response: SeriesResponse, read: &mut Read) -> Result<(), Stop> {
+        match response.result {
+            Some(series_response::Result::Series(series)) => {
+                self.accept(series, read).await?;
+            }
+            Some(series_response::Result::Batch(batch)) => {
+                for series in batch.series {
                     self.accept(series, read).await?;
                 }
-                Some(series_response::Result::Batch(batch)) => {
-                    for series in batch.series {
-                        self.accept(series, read).await?;
-                    }
-                }
-                Some(series_response::Result::Warning(warning)) => {
-                    let warning = self.call.error(RemoteErrorKind::Warning(warning));
-                    self.send(Frame::Warning(warning)).await?;
-                }
-                // Store-specific hints mean nothing to the querier behind us.
-                Some(series_response::Result::Hints(_)) | None => {}
             }
+            Some(series_response::Result::Warning(warning)) => {
+                let warning = self.call.error(RemoteErrorKind::Warning(warning));
+                self.send(Frame::Warning(warning)).await?;
+            }
+            // Store-specific hints mean nothing to the querier behind us.
+            Some(series_response::Result::Hints(_)) | None => {}
         }
         Ok(())
     }
@@ -251,7 +299,7 @@ impl Pump {
         self.received += 1;
         labelset::normalize(&mut series.labels)
             .map_err(|e| self.call.error(RemoteErrorKind::Invalid(e)))?;
-        if series.chunks.is_empty() && !self.skip_chunks {
+        if series.chunks.is_empty() && !self.forward.skip_chunks {
             // A series without chunks breaks the querier's iterator.
             return Ok(());
         }

@@ -22,7 +22,6 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::remote::{RemoteCall, Stop, settle, within_deadline};
@@ -257,15 +256,26 @@ impl Fanout {
         let (tx, rx) = mpsc::channel(self.buffer_frames);
         let mut tasks = JoinSet::new();
         for selected in plan.selected {
-            let Some(request) = request_for(&selected) else {
+            // The endpoint, then (`mode: any`) the remote's others in turn,
+            // each with its own request.
+            let mut attempts = VecDeque::new();
+            let mut candidate = Some(selected);
+            while let Some(selected) = candidate {
+                candidate = selected.next();
+                if let Some(request) = request_for(&selected) {
+                    attempts.push_back((selected, request));
+                }
+            }
+            let Some((first, request)) = attempts.pop_front() else {
                 continue;
             };
-            let span = tracing::info_span!("remote_call", method = ?A::METHOD, remote = %selected.endpoint.remote, endpoint = %selected.endpoint.address);
+            let span = tracing::info_span!("remote_call", method = ?A::METHOD, remote = %first.endpoint.remote, endpoint = %first.endpoint.address);
             let pump = Pump::<A> {
-                timeout: selected.endpoint.timeout,
-                request: Some(ctx.outgoing(request, ctx.deadline)),
-                caller_deadline: ctx.deadline,
-                call: RemoteCall::new(selected, A::METHOD),
+                timeout: first.endpoint.timeout,
+                request: Some(request),
+                fallbacks: attempts,
+                ctx: ctx.clone(),
+                call: RemoteCall::new(first, A::METHOD),
                 tx: tx.clone(),
                 received: 0,
             };
@@ -299,15 +309,17 @@ enum Event<R> {
 struct Pump<A: StreamedApi> {
     call: RemoteCall,
     timeout: Duration,
-    caller_deadline: Option<Instant>,
-    request: Option<tonic::Request<A::Request>>,
+    ctx: RequestContext,
+    request: Option<A::Request>,
+    /// Endpoints to try in turn if this one fails before its first frame.
+    fallbacks: VecDeque<(Selected, A::Request)>,
     tx: mpsc::Sender<Event<A::Response>>,
     received: u64,
 }
 
 impl<A: StreamedApi> Pump<A> {
     async fn run(mut self) {
-        let result = within_deadline(self.caller_deadline, self.stream())
+        let result = within_deadline(self.ctx.deadline, self.stream())
             .await
             .unwrap_or_else(|| {
                 Err(Stop::Failed(self.call.error(
@@ -338,25 +350,64 @@ impl<A: StreamedApi> Pump<A> {
             .await
     }
 
+    /// Opens the stream and waits for its first frame, moving on to the
+    /// next endpoint (`mode: any`) if that fails.
+    async fn open(
+        &mut self,
+    ) -> Result<
+        (
+            tonic::Streaming<A::Response>,
+            Option<A::Response>,
+            StreamLease,
+        ),
+        Stop,
+    > {
+        loop {
+            let Some(message) = self.request.take() else {
+                return Err(Stop::Cancelled);
+            };
+            let request = self.ctx.outgoing(message, self.ctx.deadline);
+            // Held until the stream ends, like a Series stream's.
+            let (opening, lease) = A::open(&self.call.selected.endpoint, request);
+            let attempt = async {
+                let mut stream = self.wait(opening).await?;
+                let first = self.wait(stream.message()).await?;
+                Ok((stream, first))
+            }
+            .await;
+            let error = match attempt {
+                Ok((stream, first)) => return Ok((stream, first, lease)),
+                Err(Stop::Failed(error)) => error,
+                Err(stop) => return Err(stop),
+            };
+            let Some((next, request)) = self.fallbacks.pop_front() else {
+                return Err(Stop::Failed(error));
+            };
+            tracing::info!(%error, next = %next.endpoint.address, "trying the remote's next endpoint");
+            self.call.conclude(Err(Stop::Failed(error)));
+            self.timeout = next.endpoint.timeout;
+            self.call = RemoteCall::new(next, A::METHOD);
+            self.request = Some(request);
+        }
+    }
+
     async fn stream(&mut self) -> Result<(), Stop> {
-        let Some(request) = self.request.take() else {
-            return Ok(());
-        };
-        // Held until the stream ends, like a Series stream's.
-        let (opening, _lease) = A::open(&self.call.selected.endpoint, request);
-        let mut stream = self.wait(opening).await?;
-        while let Some(response) = self.wait(stream.message()).await? {
+        let (mut stream, mut next, _lease) = self.open().await?;
+        while let Some(response) = next {
             let event = match A::classify(response) {
                 Frame::Item(item) => {
                     self.received += 1;
-                    Event::Item(item)
+                    Some(Event::Item(item))
                 }
-                Frame::Warning(text) => {
-                    Event::Warning(self.call.error(RemoteErrorKind::Warning(text)).to_string())
-                }
-                Frame::Empty => continue,
+                Frame::Warning(text) => Some(Event::Warning(
+                    self.call.error(RemoteErrorKind::Warning(text)).to_string(),
+                )),
+                Frame::Empty => None,
             };
-            self.tx.send(event).await.map_err(|_| Stop::Cancelled)?;
+            if let Some(event) = event {
+                self.tx.send(event).await.map_err(|_| Stop::Cancelled)?;
+            }
+            next = self.wait(stream.message()).await?;
         }
         Ok(())
     }

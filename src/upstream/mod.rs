@@ -23,7 +23,7 @@ use pool::Pool;
 pub use pool::StreamLease;
 pub use snappy::RemoteChannel;
 
-use crate::config::{Compression, RemoteConfig};
+use crate::config::{Compression, RemoteConfig, RemoteMode};
 use crate::discovery::{Dns, EndpointSet};
 use crate::labelset;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
@@ -178,6 +178,8 @@ pub struct Endpoint {
     pub spec: EndpointSpec,
     /// Longest wait for progress (see `RemoteConfig::timeout`).
     pub timeout: Duration,
+    /// Whether this endpoint is one of interchangeable replicas.
+    pub mode: RemoteMode,
     pool: Pool,
     /// tonic's own encodings; snappy is [`RemoteChannel`]'s.
     compression: Option<CompressionEncoding>,
@@ -545,6 +547,7 @@ impl Remote {
             address,
             spec,
             timeout: config.timeout,
+            mode: config.mode,
             pool,
             compression: match config.compression {
                 Compression::None | Compression::Snappy => None,

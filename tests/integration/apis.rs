@@ -1230,3 +1230,51 @@ async fn concurrent_large_answers_and_a_slow_reader() {
     }
     assert_eq!(read, 2 * GROUPS);
 }
+
+/// `mode: any`: an HA pair of sidecars is asked through one of them, and a
+/// sidecar failing before its first frame hands the call to the other.
+#[tokio::test]
+async fn a_replica_pair_in_any_mode_answers_once_and_hands_over() {
+    let s0 = start_sidecar(
+        &[("cluster", "a"), ("replica", "0")],
+        2,
+        &["requests_total"],
+    )
+    .await;
+    let s1 = start_sidecar(
+        &[("cluster", "a"), ("replica", "1")],
+        2,
+        &["requests_total"],
+    )
+    .await;
+    let running = start_fanout(config(vec![RemoteConfig {
+        targets: vec![s0.addr.to_string(), s1.addr.to_string()],
+        mode: thanos_fanout::config::RemoteMode::Any,
+        ..remote("a", s0.addr, None)
+    }]))
+    .await;
+    for _ in 0..2 {
+        let got = rules(&running, PartialResponseStrategy::Abort)
+            .await
+            .unwrap();
+        assert_eq!(got.items.len(), 2, "one replica's groups");
+    }
+    let calls = |s: &SidecarHandle| s.script.calls.load(Ordering::SeqCst);
+    assert_eq!((calls(&s0), calls(&s1)), (1, 1), "they take turns");
+
+    *s0.script.reply.lock().unwrap() = Reply::Fail(tonic::Code::Unavailable, "restarting".into());
+    for _ in 0..2 {
+        let got = rules(&running, PartialResponseStrategy::Abort)
+            .await
+            .unwrap();
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(got.items.len(), 2);
+        let got = exemplars(&running, r#"requests_total{cluster="a"}"#)
+            .await
+            .unwrap();
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(got.items.len(), 1);
+        let labels = &got.items[0].series_labels.as_ref().unwrap().labels;
+        assert_eq!(value(labels, "replica"), "1");
+    }
+}

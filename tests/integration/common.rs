@@ -456,6 +456,7 @@ pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteCon
         tls,
         authority: None,
         compression: Default::default(),
+        mode: Default::default(),
     }
 }
 

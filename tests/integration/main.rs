@@ -13,6 +13,7 @@ mod discovery;
 mod dns_server;
 mod info;
 mod labels;
+mod replicas;
 mod series;
 mod tls;
 mod workload;
