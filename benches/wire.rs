@@ -1,5 +1,6 @@
 //! Bytes on the wire between thanos-fanout and a remote for one Series
-//! answer, and the CPU it costs, with each `remotes[].compression` setting.
+//! answer, and the CPU it costs, with each `remotes[].compression` setting;
+//! then an HA pair of replicas in `mode: all` and `mode: any`.
 //! The remote serves real-shaped data (Prometheus XOR chunks of counters and
 //! noisy gauges, Kubernetes-style label sets) and answers in the encoding it
 //! is asked in, as a Thanos sidecar does; a counting TCP relay in between
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use thanos_fanout::config::Compression;
+use thanos_fanout::config::{Compression, RemoteMode};
 use thanos_fanout::demo::synthetic::{Dataset, SampleSeries, SyntheticStore};
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::store_client::StoreClient;
@@ -28,6 +29,11 @@ use tokio::net::{TcpListener, TcpStream};
 /// `n` series over six hours at 15 s: counters with uneven increments and
 /// gauges that wander with noise, as node and pod metrics do.
 fn dataset(n: usize) -> Dataset {
+    dataset_with(n, &[("cluster", "eu-1")])
+}
+
+/// [`dataset`] with other external labels.
+fn dataset_with(n: usize, external: &[(&str, &str)]) -> Dataset {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut random = move || {
         seed ^= seed << 13;
@@ -67,7 +73,7 @@ fn dataset(n: usize) -> Dataset {
             SampleSeries { labels, samples }
         })
         .collect();
-    Dataset::new(from_pairs([("cluster", "eu-1")]), series).expect("dataset")
+    Dataset::new(from_pairs(external.iter().copied()), series).expect("dataset")
 }
 
 /// Relays TCP connections to `upstream`, counting bytes in each direction.
@@ -189,6 +195,75 @@ async fn main() {
                 mib(up.load(Ordering::Relaxed) - up_before),
             );
         }
+        running.shutdown().await.expect("shutdown");
+    }
+    ha_pair(n).await;
+}
+
+/// An HA pair of replicas (same series, `replica` 0 and 1) behind one remote,
+/// in `mode: all` and `mode: any`: bytes over the link and time per call, as
+/// a querier deduplicating by `replica` asks.
+async fn ha_pair(n: usize) {
+    let (down, up) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut relays = Vec::new();
+    for replica in ["0", "1"] {
+        let data = dataset_with(n, &[("cluster", "eu-1"), ("replica", replica)]);
+        let remote = support::serve_remote(SyntheticStore::new(data)).await;
+        relays.push(counting_relay(remote, down.clone(), up.clone()).await);
+    }
+    println!("\nHA pair: {n} series on each replica, the querier deduplicating by replica");
+    println!("mode | series out | MiB remote to fanout | vs all | median seconds per call");
+    let mut all_mib = 0.0;
+    for (name, mode) in [("all", RemoteMode::All), ("any", RemoteMode::Any)] {
+        let mut config = support::remote("eu-1", relays[0]);
+        config.targets = relays.iter().map(ToString::to_string).collect();
+        config.mode = mode;
+        let running = support::start_fanout(vec![config]).await;
+        let mut client = StoreClient::connect(format!("http://{}", running.grpc_addr))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(usize::MAX);
+        let before = down.load(Ordering::Relaxed);
+        let mut times = Vec::new();
+        let mut count = 0;
+        const CALLS: usize = 5;
+        for _ in 0..CALLS {
+            let started = Instant::now();
+            let mut stream = client
+                .series(SeriesRequest {
+                    min_time: i64::MIN,
+                    max_time: i64::MAX,
+                    matchers: vec![LabelMatcher {
+                        r#type: 0,
+                        name: "namespace".into(),
+                        value: "shop".into(),
+                    }],
+                    without_replica_labels: vec!["replica".into()],
+                    ..Default::default()
+                })
+                .await
+                .expect("series")
+                .into_inner();
+            count = 0;
+            while let Some(frame) = stream.message().await.expect("frame") {
+                if let Some(series_response::Result::Series(_)) = frame.result {
+                    count += 1;
+                }
+            }
+            times.push(started.elapsed().as_secs_f64());
+        }
+        assert_eq!(count, n, "every series arrives once");
+        times.sort_by(f64::total_cmp);
+        let mib =
+            (down.load(Ordering::Relaxed) - before) as f64 / f64::from(1 << 20) / CALLS as f64;
+        if mode == RemoteMode::All {
+            all_mib = mib;
+        }
+        println!(
+            "{name} | {count} | {mib:.2} | {:.0}% | {:.3}",
+            100.0 * mib / all_mib,
+            times[CALLS / 2]
+        );
         running.shutdown().await.expect("shutdown");
     }
 }
