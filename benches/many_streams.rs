@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use thanos_fanout::demo::synthetic::{Dataset, SampleSeries, SyntheticStore};
 use thanos_fanout::labelset::from_pairs;
+use thanos_fanout::proto::thanos::series_response;
 use thanos_fanout::proto::thanos::store_client::StoreClient;
-use thanos_fanout::proto::thanos::{LabelMatcher, SeriesRequest, series_response};
 use tokio::sync::Barrier;
 
 /// `n` series of 1440 samples for `cluster`.
@@ -67,19 +67,7 @@ async fn main() {
         let mut client = clients[call % connections].clone();
         let all_open = all_open.clone();
         tasks.spawn(async move {
-            let mut stream = client
-                .series(SeriesRequest {
-                    min_time: i64::MIN,
-                    max_time: i64::MAX,
-                    matchers: vec![LabelMatcher {
-                        r#type: 0,
-                        name: "__name__".into(),
-                        value: "load".into(),
-                    }],
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let mut stream = client.series(support::all_of("load")).await?.into_inner();
             let mut series = 0;
             // One frame, then hold the stream until every call has one.
             if let Some(frame) = stream.message().await? {

@@ -23,12 +23,12 @@ use futures::{Stream, StreamExt};
 use thanos_fanout::config::Config;
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
-use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo};
+use thanos_fanout::proto::thanos::info::{InfoRequest, InfoResponse};
 use thanos_fanout::proto::thanos::store_client::StoreClient;
 use thanos_fanout::proto::thanos::store_server::Store;
 use thanos_fanout::proto::thanos::{
-    AggrChunk, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
-    LabelValuesResponse, Series, SeriesRequest, SeriesResponse, ZLabelSet, series_response,
+    AggrChunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+    Series, SeriesRequest, SeriesResponse, series_response,
 };
 use tonic::{Request, Response, Status};
 
@@ -96,20 +96,7 @@ impl Store for Throttled {
 #[tonic::async_trait]
 impl Info for Throttled {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(InfoResponse {
-            label_sets: vec![ZLabelSet {
-                labels: from_pairs([("cluster", self.cluster.as_str())]),
-            }],
-            component_type: "sidecar".into(),
-            store: Some(StoreInfo {
-                min_time: i64::MIN,
-                max_time: i64::MAX,
-                supports_sharding: true,
-                supports_without_replica_labels: true,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
+        Ok(Response::new(support::sidecar_info(&self.cluster)))
     }
 }
 
@@ -117,16 +104,7 @@ impl Info for Throttled {
 async fn drain(client: &mut StoreClient<tonic::transport::Channel>) -> (usize, f64) {
     let started = Instant::now();
     let mut stream = client
-        .series(SeriesRequest {
-            min_time: i64::MIN,
-            max_time: i64::MAX,
-            matchers: vec![LabelMatcher {
-                r#type: 0,
-                name: "__name__".into(),
-                value: "load".into(),
-            }],
-            ..Default::default()
-        })
+        .series(support::all_of("load"))
         .await
         .expect("series")
         .into_inner();

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use thanos_fanout::app::{self, Running};
 use thanos_fanout::config::{Config, RemoteConfig};
+use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::info::info_server::Info;
+use thanos_fanout::proto::thanos::info::{InfoResponse, StoreInfo};
 use thanos_fanout::proto::thanos::store_server::Store;
+use thanos_fanout::proto::thanos::{LabelMatcher, SeriesRequest, ZLabelSet};
 
 /// Serves `store` as a plaintext remote on a free loopback port.
 pub async fn serve_remote<S>(store: S) -> SocketAddr
@@ -79,4 +82,36 @@ pub fn peak_rss_mib() -> f64 {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A Series request over all time for `{__name__="<name>"}`.
+pub fn all_of(name: &str) -> SeriesRequest {
+    SeriesRequest {
+        min_time: i64::MIN,
+        max_time: i64::MAX,
+        matchers: vec![LabelMatcher {
+            r#type: 0,
+            name: "__name__".into(),
+            value: name.into(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// The Info of a sidecar for `cluster` holding data of all time.
+pub fn sidecar_info(cluster: &str) -> InfoResponse {
+    InfoResponse {
+        label_sets: vec![ZLabelSet {
+            labels: from_pairs([("cluster", cluster)]),
+        }],
+        component_type: "sidecar".into(),
+        store: Some(StoreInfo {
+            min_time: i64::MIN,
+            max_time: i64::MAX,
+            supports_sharding: true,
+            supports_without_replica_labels: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
