@@ -500,17 +500,27 @@ impl Deref for ValidConfig {
 mod tests {
     use super::*;
 
+    /// Loading reads the process environment (`FANOUT_*`), which one test
+    /// sets: every load in these tests holds this lock, so none sees
+    /// another test's variables.
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn load(file: Option<&Path>, overrides: &Overrides) -> Result<ValidConfig, ConfigError> {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+        Config::load(file, overrides)
+    }
+
     fn load_str(yaml: &str) -> Result<ValidConfig, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write");
-        Config::load(Some(&path), &Overrides::default())
+        load(Some(&path), &Overrides::default())
     }
 
     #[test]
     fn example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
-        let config = Config::load(Some(&path), &Overrides::default()).expect("example loads");
+        let config = load(Some(&path), &Overrides::default()).expect("example loads");
         assert!(!config.remotes.is_empty());
     }
 
@@ -561,7 +571,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let err = Config::load(
+        let err = load(
             Some(Path::new("/nonexistent/fanout.yaml")),
             &Overrides::default(),
         )
@@ -581,7 +591,7 @@ mod tests {
             grpc_listen: Some("127.0.0.1:2".into()),
             ..Default::default()
         };
-        let config = Config::load(Some(&path), &overrides).expect("loads");
+        let config = load(Some(&path), &overrides).expect("loads");
         assert_eq!(config.grpc.listen, "127.0.0.1:2");
         assert_eq!(config.http.listen, "0.0.0.0:10902");
     }
@@ -590,6 +600,7 @@ mod tests {
     // figment::Jail fixes the closure's error type; it is a test.
     #[allow(clippy::result_large_err)]
     fn environment_overrides_only_config_sections() {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
         figment::Jail::expect_with(|jail| {
             jail.set_env("FANOUT_GRPC__LISTEN", "127.0.0.1:7");
             jail.set_env("FANOUT_DISCOVERY__STALE_AFTER", "1m");
