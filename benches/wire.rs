@@ -76,6 +76,20 @@ fn dataset_with(n: usize, external: &[(&str, &str)]) -> Dataset {
     Dataset::new(from_pairs(external.iter().copied()), series).expect("dataset")
 }
 
+/// Every series of the data set, over all time.
+fn shop() -> SeriesRequest {
+    SeriesRequest {
+        min_time: i64::MIN,
+        max_time: i64::MAX,
+        matchers: vec![LabelMatcher {
+            r#type: 0,
+            name: "namespace".into(),
+            value: "shop".into(),
+        }],
+        ..Default::default()
+    }
+}
+
 /// Relays TCP connections to `upstream`, counting bytes in each direction.
 async fn counting_relay(
     upstream: SocketAddr,
@@ -162,15 +176,8 @@ async fn main() {
             let (started, cpu) = (Instant::now(), cpu_seconds());
             let mut stream = client
                 .series(SeriesRequest {
-                    min_time: i64::MIN,
-                    max_time: i64::MAX,
-                    matchers: vec![LabelMatcher {
-                        r#type: 0,
-                        name: "namespace".into(),
-                        value: "shop".into(),
-                    }],
                     skip_chunks,
-                    ..Default::default()
+                    ..shop()
                 })
                 .await
                 .expect("series")
@@ -231,15 +238,8 @@ async fn ha_pair(n: usize) {
             let started = Instant::now();
             let mut stream = client
                 .series(SeriesRequest {
-                    min_time: i64::MIN,
-                    max_time: i64::MAX,
-                    matchers: vec![LabelMatcher {
-                        r#type: 0,
-                        name: "namespace".into(),
-                        value: "shop".into(),
-                    }],
                     without_replica_labels: vec!["replica".into()],
-                    ..Default::default()
+                    ..shop()
                 })
                 .await
                 .expect("series")

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tonic::Streaming;
 use tracing::Instrument;
 
@@ -109,7 +108,6 @@ impl Fanout {
             let pump = Pump {
                 forward: forward.clone(),
                 ctx: ctx.clone(),
-                caller_deadline: ctx.deadline,
                 timeout: endpoint.endpoint.timeout,
                 call: RemoteCall::new(endpoint, Method::Series),
                 work,
@@ -133,7 +131,6 @@ struct Pump {
     call: RemoteCall,
     /// Longest wait for the remote's next frame.
     timeout: Duration,
-    caller_deadline: Option<Instant>,
     /// The request, sent again to a fallback endpoint.
     forward: SeriesRequest,
     ctx: RequestContext,
@@ -160,7 +157,7 @@ struct Read {
 
 impl Pump {
     async fn run(mut self) {
-        let result = within_deadline(self.caller_deadline, self.stream())
+        let result = within_deadline(self.ctx.deadline, self.stream())
             .await
             .unwrap_or_else(|| {
                 Err(Stop::Failed(self.call.error(
@@ -206,9 +203,7 @@ impl Pump {
         Stop,
     > {
         loop {
-            let request = self
-                .ctx
-                .outgoing(self.forward.clone(), self.caller_deadline);
+            let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
             // Held until the stream ends: it keeps the connection's windows
             // large enough for every stream on it.
             let (mut client, lease) = self.call.selected.endpoint.series_client();

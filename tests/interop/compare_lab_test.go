@@ -583,18 +583,7 @@ func tcpReady(addr string) func(context.Context) error {
 
 // linkTree hard-links the files under src into dst (directories are made).
 func linkTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, e os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if e.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
+	return mirrorTree(src, dst, func(path string, _ os.DirEntry, target string) error {
 		return os.Link(path, target)
 	})
 }

@@ -432,6 +432,17 @@ func blockStats(dir string) (blocks int, size int64, err error) {
 
 // copyTree copies the regular files and directories under src into dst.
 func copyTree(src, dst string) error {
+	return mirrorTree(src, dst, func(path string, e os.DirEntry, target string) error {
+		if !e.Type().IsRegular() {
+			return fmt.Errorf("unexpected non-regular file %s", path)
+		}
+		return copyFile(path, target)
+	})
+}
+
+// mirrorTree recreates the directories under src in dst and calls file for
+// everything else, with its path under dst.
+func mirrorTree(src, dst string, file func(path string, e os.DirEntry, target string) error) error {
 	return filepath.WalkDir(src, func(path string, e os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -444,10 +455,7 @@ func copyTree(src, dst string) error {
 		if e.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
-		if !e.Type().IsRegular() {
-			return fmt.Errorf("unexpected non-regular file %s", path)
-		}
-		return copyFile(path, target)
+		return file(path, e, target)
 	})
 }
 
