@@ -30,10 +30,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true);
     // An AggrChunk has room for six chunks, but Prometheus data only ever
     // uses `raw`: boxing the downsampled aggregates shrinks every decoded
-    // chunk from 256 to 96 bytes, which decoding moves and read-ahead holds.
+    // chunk from 256 to 96 bytes, which merging replicas' series moves.
     for aggregate in ["count", "sum", "min", "max", "counter"] {
         builder = builder.boxed(format!(".thanos.AggrChunk.{aggregate}"));
     }
     builder.compile_fds(descriptors)?;
+
+    // The Store service once more, for the relay: Series answers are
+    // `crate::wire::SeriesFrame`, which keeps each series as the bytes it
+    // arrived in; every other type is the one generated above.
+    let relay = out.join("relay");
+    std::fs::create_dir_all(&relay)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(&relay)
+        .extern_path(".thanos", "crate::proto::thanos")
+        .extern_path(".thanos.SeriesResponse", "crate::wire::SeriesFrame")
+        .compile_fds(protox::compile(["proto/thanos/store.proto"], ["proto"])?)?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use thanos_fanout::demo::synthetic::encode_chunks;
 use thanos_fanout::fanout::merge::{Frame, Merge};
 use thanos_fanout::labelset::from_pairs;
 use thanos_fanout::proto::thanos::{AggrChunk, Series};
+use thanos_fanout::wire::RawSeries;
 
 const TOTAL: usize = 30_000;
 
@@ -26,10 +27,10 @@ fn sources(k: usize, replicas: bool) -> Vec<Vec<Frame>> {
     let mut out = vec![Vec::new(); k];
     for i in 0..per_source {
         let name = format!("{i:08}");
-        let series = Series {
+        let series = RawSeries::encode(&Series {
             labels: from_pairs([("__name__", "load"), ("i", name.as_str()), ("job", "bench")]),
             chunks: chunks.clone(),
-        };
+        });
         if replicas {
             for source in out.iter_mut() {
                 source.push(Frame::Series(series.clone()));
@@ -47,7 +48,7 @@ fn run(sources: Vec<Vec<Frame>>) -> usize {
         let mut n = 0;
         while let Some(frame) = merge.next().await {
             if let Frame::Series(s) = frame {
-                n += s.chunks.len();
+                n += s.chunks();
             }
         }
         n

@@ -38,6 +38,13 @@ pub fn normalize(labels: &mut [Label]) -> Result<(), String> {
     }
 }
 
+/// Names and values as bytes, as [`crate::wire::RawSeries::labels`] gives them.
+pub fn as_bytes(labels: &[Label]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    labels
+        .iter()
+        .map(|l| (l.name.as_bytes(), l.value.as_bytes()))
+}
+
 /// Removes every label whose name is listed (replica labels).
 pub fn strip(labels: &mut Vec<Label>, names: &[String]) {
     if !names.is_empty() {

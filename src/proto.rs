@@ -12,6 +12,12 @@ pub mod thanos {
     }
 }
 
+/// `thanos.Store` with Series answers that keep each series as the bytes it
+/// arrived in (see [`crate::wire`]): our server, and our client for remotes.
+pub mod relay {
+    include!(concat!(env!("OUT_DIR"), "/relay/thanos.rs"));
+}
+
 /// Largest gRPC message either side accepts. Thanos peers allow 2 GiB;
 /// tonic's default of 4 MiB breaks on real Series frames.
 pub const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;

@@ -262,7 +262,11 @@ impl SyntheticStore {
                 &req.without_replica_labels,
             )
             .into_iter()
-            .filter(|(labels, _)| shard.as_ref().is_none_or(|s| s.matches(labels)))
+            .filter(|(labels, _)| {
+                shard
+                    .as_ref()
+                    .is_none_or(|s| s.matches(crate::labelset::as_bytes(labels)))
+            })
             .map(|(labels, chunks)| Series {
                 labels,
                 chunks: if req.skip_chunks { Vec::new() } else { chunks },

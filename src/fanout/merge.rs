@@ -2,10 +2,13 @@
 //!
 //! Each source yields series sorted by label set, with warnings anywhere.
 //! The merge holds one head per source and emits series in label order;
-//! warnings go out as soon as they reach the head of their source. Equal label
-//! sets (replicas, or one series split over frames) are combined into one
-//! series: chunks seen twice (same hash) are dropped and the rest sorted by
-//! time. Memory is one head per source plus the series being combined.
+//! warnings go out as soon as they reach the head of their source. Series
+//! stay encoded (see [`crate::wire`]): labels are compared in place, and a
+//! series only one source sent leaves as it came. Equal label sets
+//! (replicas, or one series split over frames) are combined into one
+//! series: their chunks are decoded, chunks seen twice (same hash) dropped
+//! and the rest sorted by time. Memory is one head per source plus the
+//! series being combined.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -15,27 +18,26 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use xxhash_rust::xxh64::xxh64;
 
-use crate::labelset;
-use crate::proto::thanos::{AggrChunk, Chunk, Series};
+use crate::proto::thanos::{AggrChunk, Chunk};
 use crate::upstream::RemoteError;
+use crate::wire::{self, RawSeries};
 
 /// One item of a per-remote stream.
 #[derive(Debug, Clone)]
 pub enum Frame {
-    Series(Series),
+    Series(RawSeries),
     /// A remote's failure or warning, for the partial-response strategy.
     Warning(RemoteError),
 }
 
 struct Head {
-    series: Series,
+    series: RawSeries,
     source: usize,
 }
 
 impl Ord for Head {
     fn cmp(&self, other: &Self) -> Ordering {
-        labelset::compare(&self.series.labels, &other.series.labels)
-            .then(self.source.cmp(&other.source))
+        wire::compare(&self.series, &other.series).then(self.source.cmp(&other.source))
     }
 }
 
@@ -113,7 +115,7 @@ impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
             }
             let continues_run = match (&self.run, self.heap.peek()) {
                 (Some(run), Some(Reverse(top))) => {
-                    labelset::compare(&top.series.labels, &run.first.labels) == Ordering::Equal
+                    wire::compare(&top.series, &run.first) == Ordering::Equal
                 }
                 _ => false,
             };
@@ -132,40 +134,40 @@ impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
 
 /// Consecutive frames with equal label sets, combined into one series.
 struct Run {
-    first: Series,
-    more: Vec<Series>,
+    first: RawSeries,
+    more: Vec<RawSeries>,
 }
 
 impl Run {
-    fn new(first: Series) -> Self {
+    fn new(first: RawSeries) -> Self {
         Self {
             first,
             more: Vec::new(),
         }
     }
 
-    fn push(&mut self, series: Series) {
+    fn push(&mut self, series: RawSeries) {
         self.more.push(series);
     }
 
-    fn finish(self) -> Series {
-        let Run { mut first, more } = self;
+    fn finish(self) -> RawSeries {
+        let Run { first, more } = self;
         if more.is_empty() {
             // Sent once, by one remote: nothing to combine.
             return first;
         }
-        if first.chunks.is_empty() && more.iter().all(|s| s.chunks.is_empty()) {
+        if first.chunks() == 0 && more.iter().all(|s| s.chunks() == 0) {
             // Labels only (skip_chunks): the first frame says it all.
             return first;
         }
         let mut seen = HashSet::new();
-        let chunks = std::mem::take(&mut first.chunks)
-            .into_iter()
-            .chain(more.into_iter().flat_map(|s| s.chunks))
-            .filter(|c| is_new(c, &mut seen));
-        first.chunks = chunks.collect();
-        first.chunks.sort_by(compare_chunks);
-        first
+        let mut chunks: Vec<AggrChunk> = std::iter::once(&first)
+            .chain(&more)
+            .flat_map(RawSeries::decode_chunks)
+            .filter(|c| is_new(c, &mut seen))
+            .collect();
+        chunks.sort_by(compare_chunks);
+        first.with_chunks(&chunks)
     }
 }
 
@@ -214,7 +216,8 @@ fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labelset::from_pairs;
+    use crate::labelset::{self, from_pairs};
+    use crate::proto::thanos::Series;
     use futures::stream;
     use proptest::prelude::*;
 
@@ -231,11 +234,11 @@ mod tests {
         }
     }
 
-    fn series(name: &str, chunks: Vec<AggrChunk>) -> Series {
-        Series {
+    fn series(name: &str, chunks: Vec<AggrChunk>) -> Frame {
+        Frame::Series(RawSeries::encode(&Series {
             labels: from_pairs([("__name__", name)]),
             chunks,
-        }
+        }))
     }
 
     fn warning(remote: &str, text: &str) -> RemoteError {
@@ -260,19 +263,11 @@ mod tests {
 
     #[test]
     fn merges_identical_series_and_drops_duplicate_chunks() {
-        let a = vec![Frame::Series(series(
-            "m",
-            vec![chunk(0, b"x"), chunk(20, b"y")],
-        ))];
-        let b = vec![Frame::Series(series(
-            "m",
-            vec![chunk(20, b"y"), chunk(40, b"z")],
-        ))];
-        let out = merge_all(vec![a, b]);
+        let a = vec![series("m", vec![chunk(0, b"x"), chunk(20, b"y")])];
+        let b = vec![series("m", vec![chunk(20, b"y"), chunk(40, b"z")])];
+        let out = series_only(merge_all(vec![a, b]));
         assert_eq!(out.len(), 1);
-        let Frame::Series(s) = &out[0] else {
-            panic!("expected a series")
-        };
+        let s = &out[0];
         let mins: Vec<i64> = s.chunks.iter().map(|c| c.min_time).collect();
         assert_eq!(mins, vec![0, 20, 40]);
     }
@@ -280,19 +275,19 @@ mod tests {
     #[test]
     fn warnings_come_first_and_series_are_sorted() {
         let a = vec![
-            Frame::Series(series("b", vec![chunk(0, b"1")])),
+            series("b", vec![chunk(0, b"1")]),
             Frame::Warning(warning("x", "boom")),
         ];
         let b = vec![
             Frame::Warning(warning("y", "slow")),
-            Frame::Series(series("a", vec![chunk(0, b"2")])),
-            Frame::Series(series("c", vec![chunk(0, b"3")])),
+            series("a", vec![chunk(0, b"2")]),
+            series("c", vec![chunk(0, b"3")]),
         ];
         let out = merge_all(vec![a, b]);
         let names: Vec<String> = out
             .iter()
             .map(|f| match f {
-                Frame::Series(s) => s.labels[0].value.clone(),
+                Frame::Series(s) => s.decode_labels()[0].value.clone(),
                 Frame::Warning(w) => w.to_string(),
             })
             .collect();
@@ -329,11 +324,18 @@ mod tests {
         })
     }
 
+    fn frames(series: &[Series]) -> Vec<Frame> {
+        series
+            .iter()
+            .map(|s| Frame::Series(RawSeries::encode(s)))
+            .collect()
+    }
+
     fn series_only(frames: Vec<Frame>) -> Vec<Series> {
         frames
             .into_iter()
             .filter_map(|f| match f {
-                Frame::Series(s) => Some(s),
+                Frame::Series(s) => Some(s.decode().unwrap()),
                 Frame::Warning(_) => None,
             })
             .collect()
@@ -344,11 +346,7 @@ mod tests {
         fn merge_output_is_sorted_complete_and_idempotent(
             sources in prop::collection::vec(arb_source(), 0..5)
         ) {
-            let frames = sources
-                .iter()
-                .map(|s| s.iter().cloned().map(Frame::Series).collect())
-                .collect();
-            let merged = series_only(merge_all(frames));
+            let merged = series_only(merge_all(sources.iter().map(|s| frames(s)).collect()));
 
             // Strictly increasing label sets: sorted and no label set twice.
             for w in merged.windows(2) {
@@ -372,10 +370,7 @@ mod tests {
                 prop_assert_eq!(hashes.len(), m.chunks.len(), "duplicate chunk kept");
             }
             // Idempotent: merging the output with itself changes nothing.
-            let again = series_only(merge_all(vec![
-                merged.iter().cloned().map(Frame::Series).collect(),
-                merged.iter().cloned().map(Frame::Series).collect(),
-            ]));
+            let again = series_only(merge_all(vec![frames(&merged), frames(&merged)]));
             prop_assert_eq!(again, merged);
         }
     }

@@ -18,35 +18,13 @@ use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::merge::Frame;
-use crate::proto::thanos::{AggrChunk, Chunk, Label, Series};
+use crate::wire::RawSeries;
 
-/// About the memory a decoded series takes: its structs, label text and
-/// chunk data. Budgets count this, not the encoded size, which is about
-/// half of it for typical series.
-pub fn memory_size(series: &Series) -> usize {
-    // Capacities, not lengths: decoding grows vectors by doubling.
-    let text: usize = series
-        .labels
-        .iter()
-        .map(|l| l.name.capacity() + l.value.capacity())
-        .sum();
-    let data: usize = series
-        .chunks
-        .iter()
-        .map(|c| {
-            let boxed = [&c.count, &c.sum, &c.min, &c.max, &c.counter]
-                .into_iter()
-                .flatten()
-                .map(|chunk| size_of::<Chunk>() + chunk.data.capacity())
-                .sum::<usize>();
-            c.raw.as_ref().map_or(0, |chunk| chunk.data.capacity()) + boxed
-        })
-        .sum();
-    size_of::<Series>()
-        + series.labels.capacity() * size_of::<Label>()
-        + text
-        + series.chunks.capacity() * size_of::<AggrChunk>()
-        + data
+/// The memory a queued series holds: its encoded bytes (a slice of the
+/// frame it arrived in, which stays allocated while any of it is queued)
+/// and its handle.
+pub fn memory_size(series: &RawSeries) -> usize {
+    size_of::<RawSeries>() + series.len()
 }
 
 /// The read-ahead budgets: per call, and for the whole process.
@@ -180,45 +158,13 @@ mod tests {
     use super::*;
 
     fn frame() -> Frame {
-        Frame::Series(Series::default())
+        Frame::Series(RawSeries::encode(&Default::default()))
     }
 
     async fn sends_now(tx: &Sender, bytes: usize) -> bool {
         tokio::time::timeout(Duration::from_millis(50), tx.send(frame(), bytes))
             .await
             .is_ok()
-    }
-
-    #[test]
-    fn a_decoded_chunk_stays_small() {
-        // Only `raw` is inline: every chunk of every series read ahead
-        // carries this struct (256 bytes with all six parts inline).
-        assert!(size_of::<AggrChunk>() <= 96, "{}", size_of::<AggrChunk>());
-    }
-
-    #[test]
-    fn memory_size_counts_structs_labels_and_chunk_data() {
-        let series = Series {
-            labels: crate::labelset::from_pairs([("__name__", "up"), ("job", "api")]),
-            chunks: vec![AggrChunk {
-                raw: Some(Chunk {
-                    data: vec![0; 1000],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-        };
-        let size = memory_size(&series);
-        assert!(
-            size >= size_of::<Series>()
-                + 2 * size_of::<Label>()
-                + 16
-                + size_of::<AggrChunk>()
-                + 1000,
-            "{size}"
-        );
-        // More than it takes on the wire.
-        assert!(size > prost::Message::encoded_len(&series));
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The Series call: one task per selected endpoint pumps its stream into a
 //! channel bounded by its share of the read-ahead budget (see `prefetch`); a
 //! merge feeds the output, which applies `limit`, batching
-//! and the partial-response strategy. With a single endpoint the merge only
+//! and the partial-response strategy. Series stay as the bytes they arrived
+//! in unless local work needs them decoded (see [`crate::wire`]). With a single endpoint the merge only
 //! combines consecutive equal series, which a remote that strips replica
 //! labels may send. Dropping the output (the querier went away, or an ABORT)
 //! aborts every endpoint task, which cancels its remote call.
@@ -17,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::Stream;
 use tokio::task::JoinSet;
 use tonic::Streaming;
@@ -29,11 +31,12 @@ use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
 use crate::labelset;
 use crate::metrics::Method;
-use crate::proto::thanos::{Series, SeriesBatch, SeriesRequest, SeriesResponse, series_response};
+use crate::proto::thanos::{Series, SeriesRequest};
 use crate::upstream::{RemoteErrorKind, StreamLease};
+use crate::wire::{self, Labels, RawSeries, SeriesFrame};
 
 /// The merged answer, as tonic wants it.
-pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, FanoutError>> + Send>>;
+pub type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesFrame, FanoutError>> + Send>>;
 
 /// What we must do locally for an endpoint that cannot do it itself.
 #[derive(Debug, Clone, Default)]
@@ -103,14 +106,14 @@ impl Fanout {
         let mut receivers = Vec::with_capacity(selected.len());
         let channels = self.prefetch.channels(selected.len());
         for (endpoint, (tx, rx)) in selected.into_iter().zip(channels) {
-            let work = LocalWork::for_endpoint(&forward, &endpoint);
+            let intake = Intake::new(&forward, &endpoint);
             let span = tracing::info_span!("remote_series", remote = %endpoint.endpoint.remote, endpoint = %endpoint.endpoint.address);
             let pump = Pump {
                 forward: forward.clone(),
                 ctx: ctx.clone(),
                 timeout: endpoint.endpoint.timeout,
                 call: RemoteCall::new(endpoint, Method::Series),
-                work,
+                intake,
                 tx,
                 received: 0,
             };
@@ -134,25 +137,10 @@ struct Pump {
     /// The request, sent again to a fallback endpoint.
     forward: SeriesRequest,
     ctx: RequestContext,
-    work: LocalWork,
+    intake: Intake,
     tx: prefetch::Sender,
     /// Series received so far, for messages.
     received: u64,
-}
-
-/// A series received and checked, not sent yet.
-struct Received {
-    series: Series,
-    /// Whether it passes the local shard filter.
-    keep: bool,
-}
-
-/// What a pump holds while reading its stream.
-#[derive(Default)]
-struct Read {
-    last: Option<Received>,
-    /// Only used when the stream must be re-sorted after stripping labels.
-    buffered: Vec<Series>,
 }
 
 impl Pump {
@@ -194,14 +182,7 @@ impl Pump {
     /// logged, and only the last failure is the remote's.
     async fn open(
         &mut self,
-    ) -> Result<
-        (
-            Streaming<SeriesResponse>,
-            Option<SeriesResponse>,
-            StreamLease,
-        ),
-        Stop,
-    > {
+    ) -> Result<(Streaming<SeriesFrame>, Option<SeriesFrame>, StreamLease), Stop> {
         loop {
             let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
             // Held until the stream ends: it keeps the connection's windows
@@ -223,108 +204,65 @@ impl Pump {
             };
             tracing::info!(%error, next = %next.endpoint.address, "trying the remote's next endpoint");
             self.call.conclude(Err(Stop::Failed(error)));
-            self.work = LocalWork::for_endpoint(&self.forward, &next);
+            self.intake = Intake::new(&self.forward, &next);
             self.call = RemoteCall::new(next, Method::Series);
         }
     }
 
     async fn stream(&mut self) -> Result<(), Stop> {
         let (mut stream, first, _lease) = self.open().await?;
-        let mut read = Read::default();
         let result = match first {
-            Some(first) => match self.handle(first, &mut read).await {
-                Ok(()) => self.read(&mut stream, &mut read).await,
+            Some(first) => match self.handle(first).await {
+                Ok(()) => self.read(&mut stream).await,
                 Err(stop) => Err(stop),
             },
             None => Ok(()),
         };
         // What arrived before a failure is kept.
-        if let Some(last) = read.last.take()
-            && last.keep
-        {
-            self.send(Frame::Series(last.series)).await?;
+        if let Some(last) = self.intake.take_last() {
+            self.send(Frame::Series(last)).await?;
         }
         result?;
-        if !read.buffered.is_empty() {
-            read.buffered
-                .sort_by(|a, b| labelset::compare(&a.labels, &b.labels));
-            for series in read.buffered {
-                self.send(Frame::Series(series)).await?;
-            }
+        for series in self.intake.take_buffered() {
+            self.send(Frame::Series(series)).await?;
         }
         Ok(())
     }
 
-    async fn read(
-        &mut self,
-        stream: &mut Streaming<SeriesResponse>,
-        read: &mut Read,
-    ) -> Result<(), Stop> {
+    async fn read(&mut self, stream: &mut Streaming<SeriesFrame>) -> Result<(), Stop> {
         // Only time spent in `wait` counts against the remote's timeout.
-        while let Some(response) = self.wait(stream.message()).await? {
-            self.handle(response, read).await?;
+        while let Some(frame) = self.wait(stream.message()).await? {
+            self.handle(frame).await?;
         }
         Ok(())
     }
 
-    async fn handle(&mut self, response: SeriesResponse, read: &mut Read) -> Result<(), Stop> {
-        match response.result {
-            Some(series_response::Result::Series(series)) => {
-                self.accept(series, read).await?;
-            }
-            Some(series_response::Result::Batch(batch)) => {
-                for series in batch.series {
-                    self.accept(series, read).await?;
+    async fn handle(&mut self, frame: SeriesFrame) -> Result<(), Stop> {
+        match frame {
+            SeriesFrame::Series(series) => self.accept(series).await?,
+            SeriesFrame::Batch(batch) => {
+                for series in batch {
+                    self.accept(series).await?;
                 }
             }
-            Some(series_response::Result::Warning(warning)) => {
+            SeriesFrame::Warning(warning) => {
                 let warning = self.call.error(RemoteErrorKind::Warning(warning));
                 self.send(Frame::Warning(warning)).await?;
             }
             // Store-specific hints mean nothing to the querier behind us.
-            Some(series_response::Result::Hints(_)) | None => {}
+            SeriesFrame::Hints | SeriesFrame::Empty => {}
         }
         Ok(())
     }
 
-    /// Takes one series from the remote. The previous one is sent only now,
-    /// once this one has been checked against it: that keeps the order check
-    /// free of copies.
-    async fn accept(&mut self, mut series: Series, read: &mut Read) -> Result<(), Stop> {
+    async fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
         self.received += 1;
-        labelset::normalize(&mut series.labels)
-            .map_err(|e| self.call.error(RemoteErrorKind::Invalid(e)))?;
-        if series.chunks.is_empty() && !self.forward.skip_chunks {
-            // A series without chunks breaks the querier's iterator.
-            return Ok(());
-        }
         self.call.selected.endpoint.metrics.series_received.inc();
-        let shard_keeps = |labels: &[crate::proto::thanos::Label]| {
-            self.work.shard.as_ref().is_none_or(|s| s.matches(labels))
-        };
-        if !self.work.strip.is_empty() {
-            // Stripping labels may reorder: buffer, and sort at the end.
-            labelset::strip(&mut series.labels, &self.work.strip);
-            if shard_keeps(&series.labels) {
-                read.buffered.push(series);
-            }
-            return Ok(());
+        match self.intake.accept(series) {
+            Ok(Some(ready)) => self.send(Frame::Series(ready)).await,
+            Ok(None) => Ok(()),
+            Err(kind) => Err(Stop::Failed(self.call.error(kind))),
         }
-        if let Some(last) = &read.last
-            && labelset::compare(&series.labels, &last.series.labels) == Ordering::Less
-        {
-            return Err(Stop::Failed(self.call.error(RemoteErrorKind::OutOfOrder {
-                later: labelset::Display(&series.labels).to_string(),
-                earlier: labelset::Display(&last.series.labels).to_string(),
-            })));
-        }
-        let keep = shard_keeps(&series.labels);
-        if let Some(last) = read.last.replace(Received { series, keep })
-            && last.keep
-        {
-            self.send(Frame::Series(last.series)).await?;
-        }
-        Ok(())
     }
 
     async fn send(&self, frame: Frame) -> Result<(), Stop> {
@@ -336,6 +274,91 @@ impl Pump {
             .send(frame, bytes)
             .await
             .map_err(|_| Stop::Cancelled)
+    }
+}
+
+/// Takes one endpoint's series as they arrive: checks them, does the local
+/// work, and hands back the ones ready to go, in order.
+struct Intake {
+    work: LocalWork,
+    skip_chunks: bool,
+    /// The last series taken, handed back once the next one has been checked
+    /// against it: that keeps the order check free of copies.
+    last: Option<Received>,
+    /// Only used when labels are stripped, which may reorder: every series,
+    /// sorted at the end.
+    buffered: Vec<Series>,
+}
+
+/// A series taken and checked, not handed back yet.
+struct Received {
+    series: RawSeries,
+    /// Whether it passes the local shard filter.
+    keep: bool,
+}
+
+impl Intake {
+    fn new(req: &SeriesRequest, selected: &Selected) -> Self {
+        Self {
+            work: LocalWork::for_endpoint(req, selected),
+            skip_chunks: req.skip_chunks,
+            last: None,
+            buffered: Vec::new(),
+        }
+    }
+
+    fn shard_keeps<'a>(&self, labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+        self.work.shard.as_ref().is_none_or(|s| s.matches(labels))
+    }
+
+    /// Takes one encoded series; gives back the previous one if it is ready.
+    fn accept(&mut self, bytes: Bytes) -> Result<Option<RawSeries>, RemoteErrorKind> {
+        let (mut series, labels) = RawSeries::parse(bytes).map_err(RemoteErrorKind::Invalid)?;
+        if series.chunks() == 0 && !self.skip_chunks {
+            // A series without chunks breaks the querier's iterator.
+            return Ok(None);
+        }
+        if labels == Labels::Unsorted || !self.work.strip.is_empty() {
+            let mut decoded = series.decode().map_err(RemoteErrorKind::Invalid)?;
+            labelset::normalize(&mut decoded.labels).map_err(RemoteErrorKind::Invalid)?;
+            if !self.work.strip.is_empty() {
+                labelset::strip(&mut decoded.labels, &self.work.strip);
+                if self.shard_keeps(labelset::as_bytes(&decoded.labels)) {
+                    self.buffered.push(decoded);
+                }
+                return Ok(None);
+            }
+            series = RawSeries::encode(&decoded);
+        }
+        if let Some(last) = &self.last
+            && wire::compare(&series, &last.series) == Ordering::Less
+        {
+            return Err(RemoteErrorKind::OutOfOrder {
+                later: labelset::Display(&series.decode_labels()).to_string(),
+                earlier: labelset::Display(&last.series.decode_labels()).to_string(),
+            });
+        }
+        let keep = self.shard_keeps(series.labels());
+        Ok(self
+            .last
+            .replace(Received { series, keep })
+            .filter(|last| last.keep)
+            .map(|last| last.series))
+    }
+
+    /// The last series taken, if it is to be sent.
+    fn take_last(&mut self) -> Option<RawSeries> {
+        self.last
+            .take()
+            .filter(|last| last.keep)
+            .map(|last| last.series)
+    }
+
+    /// The series buffered to strip labels, sorted.
+    fn take_buffered(&mut self) -> Vec<RawSeries> {
+        let mut buffered = std::mem::take(&mut self.buffered);
+        buffered.sort_by(|a, b| labelset::compare(&a.labels, &b.labels));
+        buffered.iter().map(RawSeries::encode).collect()
     }
 }
 
@@ -360,7 +383,7 @@ struct Output {
     batch_size: usize,
     abort: bool,
     sent: u64,
-    pending: Vec<Series>,
+    pending: Vec<Bytes>,
     /// Warnings waiting to go out (before the next frame).
     queued: VecDeque<String>,
     done: bool,
@@ -375,17 +398,15 @@ impl Output {
         }))
     }
 
-    fn flush(&mut self) -> Option<SeriesResponse> {
+    fn flush(&mut self) -> Option<SeriesFrame> {
         if self.pending.is_empty() {
             return None;
         }
-        let series = std::mem::take(&mut self.pending);
-        Some(SeriesResponse {
-            result: Some(series_response::Result::Batch(SeriesBatch { series })),
-        })
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size));
+        Some(SeriesFrame::Batch(batch))
     }
 
-    async fn next(&mut self) -> Option<Result<SeriesResponse, FanoutError>> {
+    async fn next(&mut self) -> Option<Result<SeriesFrame, FanoutError>> {
         if let Some(warning) = self.queued.pop_front() {
             return Some(Ok(warning_frame(warning)));
         }
@@ -420,11 +441,9 @@ impl Output {
                 Some(Frame::Series(series)) => {
                     self.sent += 1;
                     if self.batch_size <= 1 {
-                        return Some(Ok(SeriesResponse {
-                            result: Some(series_response::Result::Series(series)),
-                        }));
+                        return Some(Ok(SeriesFrame::Series(series.into_bytes())));
                     }
-                    self.pending.push(series);
+                    self.pending.push(series.into_bytes());
                     if self.pending.len() >= self.batch_size {
                         return self.flush().map(Ok);
                     }
@@ -435,8 +454,6 @@ impl Output {
     }
 }
 
-fn warning_frame(warning: String) -> SeriesResponse {
-    SeriesResponse {
-        result: Some(series_response::Result::Warning(warning)),
-    }
+fn warning_frame(warning: String) -> SeriesFrame {
+    SeriesFrame::Warning(warning)
 }

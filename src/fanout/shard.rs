@@ -3,7 +3,7 @@
 
 use xxhash_rust::xxh64::Xxh64;
 
-use crate::proto::thanos::{Label, ShardInfo};
+use crate::proto::thanos::ShardInfo;
 
 /// Keeps the series whose label hash falls into one shard.
 #[derive(Debug, Clone)]
@@ -31,13 +31,13 @@ impl ShardMatcher {
 
     /// Hashes `name 0xff value 0xff` of the labels that count (`by`: the listed
     /// ones; otherwise all but the listed ones), xxHash64 seed 0, as Thanos does.
-    pub fn matches(&self, labels: &[Label]) -> bool {
+    pub fn matches<'a>(&self, labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
         let mut hasher = Xxh64::new(0);
-        for label in labels {
-            if self.labels.contains(&label.name) == self.by {
-                hasher.update(label.name.as_bytes());
+        for (name, value) in labels {
+            if self.labels.iter().any(|l| l.as_bytes() == name) == self.by {
+                hasher.update(name);
                 hasher.update(&[0xff]);
-                hasher.update(label.value.as_bytes());
+                hasher.update(value);
                 hasher.update(&[0xff]);
             }
         }
@@ -48,7 +48,7 @@ impl ShardMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labelset::from_pairs;
+    use crate::labelset::{self, from_pairs};
 
     #[test]
     fn every_series_lands_in_exactly_one_shard() {
@@ -66,11 +66,20 @@ mod tests {
         for n in 0..200 {
             let value = n.to_string();
             let series = from_pairs([("__name__", "m"), ("i", value.as_str())]);
-            assert_eq!(shards.iter().filter(|s| s.matches(&series)).count(), 1);
+            assert_eq!(
+                shards
+                    .iter()
+                    .filter(|s| s.matches(labelset::as_bytes(&series)))
+                    .count(),
+                1
+            );
             // Ignoring `replica` keeps replicas of a series in the same shard.
             let replica = from_pairs([("__name__", "m"), ("i", value.as_str()), ("replica", "1")]);
             for s in &shards {
-                assert_eq!(s.matches(&series), s.matches(&replica));
+                assert_eq!(
+                    s.matches(labelset::as_bytes(&series)),
+                    s.matches(labelset::as_bytes(&replica))
+                );
             }
         }
     }

@@ -27,12 +27,12 @@ pub use store::StoreService;
 
 use crate::fanout::{FanoutError, RequestContext};
 use crate::proto::MAX_MESSAGE_SIZE;
+use crate::proto::relay::store_server::StoreServer;
 use crate::proto::thanos::exemplars_server::ExemplarsServer;
 use crate::proto::thanos::info::info_server::InfoServer;
 use crate::proto::thanos::metadata_server::MetadataServer;
 use crate::proto::thanos::rules_server::RulesServer;
 use crate::proto::thanos::status_server::StatusServer;
-use crate::proto::thanos::store_server::StoreServer;
 use crate::proto::thanos::targets_server::TargetsServer;
 
 /// The one place fan-out errors become gRPC statuses.

@@ -11,11 +11,11 @@ use super::observed::Observed;
 use super::{request_context, status};
 use crate::fanout::Fanout;
 use crate::metrics::{Method, ServerMetrics};
-use crate::proto::thanos::store_server::Store;
+use crate::proto::relay::store_server::Store;
 use crate::proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest,
-    SeriesResponse, series_response,
 };
+use crate::wire::SeriesFrame;
 
 pub struct StoreService {
     fanout: Arc<Fanout>,
@@ -36,7 +36,7 @@ impl StoreService {
 
 #[tonic::async_trait]
 impl Store for StoreService {
-    type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, Status>> + Send>>;
+    type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesFrame, Status>> + Send>>;
 
     async fn series(
         &self,
@@ -104,13 +104,13 @@ impl Store for StoreService {
 }
 
 /// Counts the series in a Series response.
-fn count_series(response: &SeriesResponse, metrics: &ServerMetrics) {
-    match &response.result {
-        Some(series_response::Result::Series(_)) => {
+fn count_series(frame: &SeriesFrame, metrics: &ServerMetrics) {
+    match frame {
+        SeriesFrame::Series(_) => {
             metrics.series_sent.inc();
         }
-        Some(series_response::Result::Batch(b)) => {
-            metrics.series_sent.inc_by(b.series.len() as u64);
+        SeriesFrame::Batch(batch) => {
+            metrics.series_sent.inc_by(batch.len() as u64);
         }
         _ => {}
     }

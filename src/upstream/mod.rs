@@ -28,6 +28,7 @@ use crate::discovery::{Dns, EndpointSet};
 use crate::labelset;
 use crate::metrics::{EndpointMetrics, RemoteFamilies};
 use crate::proto::MAX_MESSAGE_SIZE;
+use crate::proto::relay::store_client::StoreClient as RelayStoreClient;
 use crate::proto::thanos::Label;
 use crate::proto::thanos::exemplars_client::ExemplarsClient;
 use crate::proto::thanos::info::info_client::InfoClient;
@@ -231,7 +232,7 @@ macro_rules! stream_clients {
 }
 
 stream_clients! {
-    series_client => StoreClient,
+    series_client => RelayStoreClient,
     rules_client => RulesClient,
     targets_client => TargetsClient,
     metadata_client => MetadataClient,
