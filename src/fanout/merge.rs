@@ -181,7 +181,7 @@ fn chunk_hash(chunk: &Chunk) -> u64 {
 
 /// Keeps an aggregate chunk if any of its parts has not been seen yet
 /// (checked in the order raw, count, max, min, sum, counter).
-fn is_new(chunk: &AggrChunk, seen: &mut HashSet<u64>) -> bool {
+pub(super) fn is_new(chunk: &AggrChunk, seen: &mut HashSet<u64>) -> bool {
     [
         chunk.raw.as_ref(),
         chunk.count.as_deref(),
@@ -195,7 +195,7 @@ fn is_new(chunk: &AggrChunk, seen: &mut HashSet<u64>) -> bool {
     .any(|part| seen.insert(chunk_hash(part)))
 }
 
-fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
+pub(super) fn compare_chunks(a: &AggrChunk, b: &AggrChunk) -> Ordering {
     let part = |x: Option<&Chunk>, y: Option<&Chunk>| match (x, y) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,

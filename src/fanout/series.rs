@@ -457,3 +457,281 @@ impl Output {
 fn warning_frame(warning: String) -> SeriesFrame {
     SeriesFrame::Warning(warning)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The relay against a plain decoded implementation of the same
+    //! semantics: for any remote streams and request, byte-identical output.
+
+    use std::collections::{BTreeMap, HashSet};
+
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+    use crate::fanout::merge::{compare_chunks, is_new};
+    use crate::proto::thanos::{
+        AggrChunk, Chunk, Label, SeriesBatch, SeriesResponse, ShardInfo, series_response,
+    };
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        /// What each remote sends, in order.
+        sources: Vec<Vec<Series>>,
+        skip_chunks: bool,
+        strip: Vec<String>,
+        shard: Option<ShardInfo>,
+        limit: u64,
+        batch_size: usize,
+    }
+
+    /// Through the intake, the merge and the output, kept encoded.
+    fn relay(case: &Case) -> Vec<Vec<u8>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let prefetch = prefetch::Prefetch::new(1 << 30, 1 << 30);
+            let mut receivers = Vec::new();
+            for (source, (tx, rx)) in case
+                .sources
+                .iter()
+                .zip(prefetch.channels(case.sources.len()))
+            {
+                let mut intake = Intake {
+                    work: LocalWork {
+                        strip: case.strip.clone(),
+                        shard: ShardMatcher::new(case.shard.as_ref()),
+                    },
+                    skip_chunks: case.skip_chunks,
+                    last: None,
+                    buffered: Vec::new(),
+                };
+                let mut ready = Vec::new();
+                for series in source {
+                    ready.extend(intake.accept(series.encode_to_vec().into()).unwrap());
+                }
+                ready.extend(intake.take_last());
+                ready.extend(intake.take_buffered());
+                for series in ready {
+                    let bytes = prefetch::memory_size(&series);
+                    tx.send(Frame::Series(series), bytes).await.unwrap();
+                }
+                receivers.push(rx);
+            }
+            let mut output = Output {
+                source: Source::Merge(Merge::new(receivers)),
+                limit: case.limit,
+                batch_size: case.batch_size,
+                abort: false,
+                sent: 0,
+                pending: Vec::new(),
+                queued: VecDeque::new(),
+                done: false,
+                tasks: JoinSet::new(),
+            };
+            let mut frames = Vec::new();
+            while let Some(frame) = output.next().await {
+                frames.push(frame.unwrap().encode_to_vec());
+            }
+            frames
+        })
+    }
+
+    /// The same semantics on decoded series, encoded by the generated types.
+    fn decoded(case: &Case) -> Vec<Vec<u8>> {
+        let shard = ShardMatcher::new(case.shard.as_ref());
+        // Label set -> (frames that sent it, their chunks in arrival order).
+        let mut merged: BTreeMap<Vec<(String, String)>, (usize, Vec<AggrChunk>)> = BTreeMap::new();
+        for source in &case.sources {
+            for series in source {
+                if series.chunks.is_empty() && !case.skip_chunks {
+                    continue;
+                }
+                let mut labels = series.labels.clone();
+                labels.sort_by(|a, b| a.name.cmp(&b.name));
+                labels.retain(|l| !case.strip.contains(&l.name));
+                if !shard
+                    .as_ref()
+                    .is_none_or(|s| s.matches(labelset::as_bytes(&labels)))
+                {
+                    continue;
+                }
+                let key = labels.into_iter().map(|l| (l.name, l.value)).collect();
+                let entry = merged.entry(key).or_default();
+                entry.0 += 1;
+                entry.1.extend(series.chunks.iter().cloned());
+            }
+        }
+        let series: Vec<Series> = merged
+            .into_iter()
+            .map(|(labels, (frames, mut chunks))| {
+                if frames > 1 {
+                    let mut seen = HashSet::new();
+                    chunks.retain(|c| is_new(c, &mut seen));
+                    chunks.sort_by(compare_chunks);
+                }
+                Series {
+                    labels: labels
+                        .into_iter()
+                        .map(|(name, value)| Label { name, value })
+                        .collect(),
+                    chunks,
+                }
+            })
+            .take(if case.limit > 0 {
+                case.limit as usize
+            } else {
+                usize::MAX
+            })
+            .collect();
+        let result = |series: &[Series]| match series {
+            [one] if case.batch_size <= 1 => series_response::Result::Series(one.clone()),
+            many => series_response::Result::Batch(SeriesBatch {
+                series: many.to_vec(),
+            }),
+        };
+        series
+            .chunks(case.batch_size.max(1))
+            .map(|batch| {
+                SeriesResponse {
+                    result: Some(result(batch)),
+                }
+                .encode_to_vec()
+            })
+            .collect()
+    }
+
+    fn arb_series() -> impl Strategy<Value = Series> {
+        // Few names, values and chunk contents, so that equal label sets
+        // and duplicate chunks are common.
+        let labels = prop::collection::btree_map(
+            prop::sample::select(vec!["__name__", "a", "b", "replica"]),
+            prop::sample::select(vec!["", "x", "y"]),
+            0..4,
+        );
+        let chunks = prop::collection::vec((0i64..4, 0u8..3, prop::bool::ANY), 0..3);
+        (labels, chunks, prop::bool::ANY).prop_map(|(labels, chunks, reverse)| {
+            let mut labels: Vec<Label> = labels
+                .into_iter()
+                .map(|(name, value)| Label {
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .collect();
+            if reverse {
+                // Sent out of order: the relay must sort them.
+                labels.reverse();
+            }
+            Series {
+                labels,
+                chunks: chunks
+                    .into_iter()
+                    .map(|(t, d, hashed)| AggrChunk {
+                        min_time: t * 10,
+                        max_time: t * 10 + 9,
+                        raw: Some(Chunk {
+                            r#type: 0,
+                            data: vec![d, t as u8],
+                            hash: if hashed { u64::from(d) + 1 } else { 0 },
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+        })
+    }
+
+    fn arb_source() -> impl Strategy<Value = Vec<Series>> {
+        prop::collection::vec(arb_series(), 0..12).prop_map(|mut source| {
+            // A remote sends series in order of their (sorted) label sets.
+            let sorted = |s: &Series| {
+                let mut labels = s.labels.clone();
+                labels.sort_by(|a, b| a.name.cmp(&b.name));
+                labels
+            };
+            source.sort_by(|a, b| labelset::compare(&sorted(a), &sorted(b)));
+            source
+        })
+    }
+
+    fn arb_case() -> impl Strategy<Value = Case> {
+        let shard = prop::option::of((0i64..3, prop::bool::ANY)).prop_map(|shard| {
+            shard.map(|(index, by)| ShardInfo {
+                shard_index: index,
+                total_shards: 3,
+                by,
+                labels: vec!["a".into()],
+            })
+        });
+        (
+            prop::collection::vec(arb_source(), 0..4),
+            prop::bool::ANY,
+            prop::bool::ANY,
+            shard,
+            0u64..6,
+            prop::sample::select(vec![0usize, 1, 2, 64]),
+        )
+            .prop_map(
+                |(sources, skip_chunks, strip, shard, limit, batch_size)| Case {
+                    sources,
+                    skip_chunks,
+                    strip: if strip {
+                        vec!["replica".into()]
+                    } else {
+                        vec![]
+                    },
+                    shard,
+                    limit,
+                    batch_size: batch_size.max(1),
+                },
+            )
+    }
+
+    #[test]
+    fn malformed_or_out_of_order_series_are_the_remotes_error() {
+        let mut intake = Intake {
+            work: LocalWork::default(),
+            skip_chunks: true,
+            last: None,
+            buffered: Vec::new(),
+        };
+        let series = |pairs: &[(&str, &str)]| -> Bytes {
+            Series {
+                labels: labelset::from_pairs(pairs.iter().copied()),
+                chunks: vec![],
+            }
+            .encode_to_vec()
+            .into()
+        };
+        let garbage = Bytes::from_static(&[0x0a, 0x05, 0x0a]);
+        match intake.accept(garbage) {
+            Err(RemoteErrorKind::Invalid(e)) => assert!(e.contains("beyond the end"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let twice = series(&[("a", "1"), ("a", "2")]);
+        match intake.accept(twice) {
+            Err(RemoteErrorKind::Invalid(e)) => assert!(e.contains("duplicate label name"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(intake.accept(series(&[("a", "2")])).unwrap().is_none());
+        match intake.accept(series(&[("a", "1")])) {
+            Err(RemoteErrorKind::OutOfOrder { later, earlier }) => {
+                assert_eq!(
+                    (later.as_str(), earlier.as_str()),
+                    ("{a=\"1\"}", "{a=\"2\"}")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn relayed_and_decoded_output_are_byte_identical(case in arb_case()) {
+            prop_assert_eq!(relay(&case), decoded(&case));
+        }
+    }
+}
