@@ -542,7 +542,8 @@ mod tests {
     fn decoded(case: &Case) -> Vec<Vec<u8>> {
         let shard = ShardMatcher::new(case.shard.as_ref());
         // Label set -> (frames that sent it, their chunks in arrival order).
-        let mut merged: BTreeMap<Vec<(String, String)>, (usize, Vec<AggrChunk>)> = BTreeMap::new();
+        type Key = Vec<(String, String)>;
+        let mut merged: BTreeMap<Key, (usize, Vec<AggrChunk>)> = BTreeMap::new();
         for source in &case.sources {
             for series in source {
                 if series.chunks.is_empty() && !case.skip_chunks {
