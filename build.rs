@@ -27,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let mut builder = tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true);
+        .build_server(true)
+        // Chunk data (and every other `bytes` field) as `bytes::Bytes`:
+        // decoding slices the received frame instead of copying.
+        .bytes(".");
     // An AggrChunk has room for six chunks, but Prometheus data only ever
     // uses `raw`: boxing the downsampled aggregates shrinks every decoded
     // chunk from 256 to 96 bytes, which merging replicas' series moves.

@@ -113,9 +113,10 @@ impl RawSeries {
     /// Its chunks, decoded.
     pub fn decode_chunks(&self) -> impl Iterator<Item = AggrChunk> {
         // Checked by `parse`, and an AggrChunk has no text to validate:
-        // decoding cannot fail here.
+        // decoding cannot fail here. Decoded from a slice of the series'
+        // own buffer, so chunk data is not copied.
         self.messages(CHUNKS)
-            .filter_map(|m| AggrChunk::decode(m).ok())
+            .filter_map(|m| AggrChunk::decode(self.bytes.slice_ref(m)).ok())
     }
 
     /// A series with this one's labels, as sent, and `chunks`.
@@ -450,7 +451,7 @@ mod tests {
                     max_time: i as i64 * 10 + 9,
                     raw: Some(Chunk {
                         r#type: 0,
-                        data: vec![i as u8; 5],
+                        data: vec![i as u8; 5].into(),
                         hash: 7,
                     }),
                     ..Default::default()

@@ -55,7 +55,7 @@ pub fn encode_chunks(samples: &[(i64, f64)]) -> Result<Vec<AggrChunk>, ChunkErro
             raw: Some(Chunk {
                 r#type: 0,
                 hash: xxh64(&c.data, 0),
-                data: c.data,
+                data: c.data.into(),
             }),
             ..Default::default()
         })

@@ -227,7 +227,7 @@ mod tests {
             max_time: min + 10,
             raw: Some(Chunk {
                 r#type: 0,
-                data: data.to_vec(),
+                data: bytes::Bytes::copy_from_slice(data),
                 hash: 0,
             }),
             ..Default::default()

@@ -633,7 +633,7 @@ mod tests {
                         max_time: t * 10 + 9,
                         raw: Some(Chunk {
                             r#type: 0,
-                            data: vec![d, t as u8],
+                            data: vec![d, t as u8].into(),
                             hash: if hashed { u64::from(d) + 1 } else { 0 },
                         }),
                         ..Default::default()

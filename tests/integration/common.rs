@@ -428,7 +428,7 @@ pub fn large_series(external: &[Label], i: usize, chunk_bytes: usize) -> Series 
             max_time: MINUTE,
             raw: Some(thanos_fanout::proto::thanos::Chunk {
                 r#type: 0,
-                data,
+                data: data.into(),
                 hash: 0,
             }),
             ..Default::default()

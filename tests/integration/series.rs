@@ -640,7 +640,7 @@ async fn frames_larger_than_four_mebibytes_pass() {
     .series[0]
         .clone();
     // Opaque to us: only its size matters here.
-    big.chunks[0].raw.as_mut().expect("raw").data = vec![7u8; 6 << 20];
+    big.chunks[0].raw.as_mut().expect("raw").data = vec![7u8; 6 << 20].into();
     big.chunks[0].raw.as_mut().expect("raw").hash = 0;
     r.script.set(SeriesScript::Frames(vec![SeriesResponse {
         result: Some(series_response::Result::Series(big)),

@@ -325,7 +325,7 @@ fn raw(min: i64, data: &[u8]) -> AggrChunk {
         max_time: min + MINUTE - 1,
         raw: Some(Chunk {
             r#type: 0,
-            data: data.to_vec(),
+            data: bytes::Bytes::copy_from_slice(data),
             hash: 0,
         }),
         ..Default::default()
@@ -362,7 +362,7 @@ async fn single_remote_equal_series_are_merged() {
     let data: Vec<&[u8]> = answer.series[0]
         .chunks
         .iter()
-        .map(|c| c.raw.as_ref().expect("raw").data.as_slice())
+        .map(|c| c.raw.as_ref().expect("raw").data.as_ref())
         .collect();
     assert_eq!(data, [&b"first"[..], b"second", b"third"]);
 }
