@@ -239,8 +239,18 @@ impl Pump {
 
     async fn handle(&mut self, frame: SeriesFrame) -> Result<(), Stop> {
         match frame {
-            SeriesFrame::Series(series) => self.accept(series).await?,
+            SeriesFrame::Series(series) => {
+                self.call.selected.endpoint.metrics.series_received.inc();
+                self.accept(series).await?;
+            }
             SeriesFrame::Batch(batch) => {
+                let n = batch.len() as u64;
+                self.call
+                    .selected
+                    .endpoint
+                    .metrics
+                    .series_received
+                    .inc_by(n);
                 for series in batch {
                     self.accept(series).await?;
                 }
@@ -257,7 +267,6 @@ impl Pump {
 
     async fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
         self.received += 1;
-        self.call.selected.endpoint.metrics.series_received.inc();
         match self.intake.accept(series) {
             Ok(Some(ready)) => self.send(Frame::Series(ready)).await,
             Ok(None) => Ok(()),
