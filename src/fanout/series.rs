@@ -550,9 +550,9 @@ mod tests {
     /// The same semantics on decoded series, encoded by the generated types.
     fn decoded(case: &Case) -> Vec<Vec<u8>> {
         let shard = ShardMatcher::new(case.shard.as_ref());
-        // Label set -> (frames that sent it, their chunks in arrival order).
+        // Label set -> the chunks of each frame that sent it, in arrival order.
         type Key = Vec<(String, String)>;
-        let mut merged: BTreeMap<Key, (usize, Vec<AggrChunk>)> = BTreeMap::new();
+        let mut merged: BTreeMap<Key, Vec<Vec<AggrChunk>>> = BTreeMap::new();
         for source in &case.sources {
             for series in source {
                 if series.chunks.is_empty() && !case.skip_chunks {
@@ -568,15 +568,16 @@ mod tests {
                     continue;
                 }
                 let key = labels.into_iter().map(|l| (l.name, l.value)).collect();
-                let entry = merged.entry(key).or_default();
-                entry.0 += 1;
-                entry.1.extend(series.chunks.iter().cloned());
+                merged.entry(key).or_default().push(series.chunks.clone());
             }
         }
         let series: Vec<Series> = merged
             .into_iter()
-            .map(|(labels, (frames, mut chunks))| {
-                if frames > 1 {
+            .map(|(labels, mut frames)| {
+                // Copies that are all the same are one copy.
+                frames.dedup();
+                let mut chunks = frames.concat();
+                if frames.len() > 1 {
                     let mut seen = HashSet::new();
                     chunks.retain(|c| is_new(c, &mut seen));
                     chunks.sort_by(compare_chunks);
@@ -678,22 +679,30 @@ mod tests {
             prop::collection::vec(arb_source(), 0..4),
             prop::bool::ANY,
             prop::bool::ANY,
+            prop::bool::ANY,
             shard,
             0u64..6,
             prop::sample::select(vec![0usize, 1, 2, 64]),
         )
             .prop_map(
-                |(sources, skip_chunks, strip, shard, limit, batch_size)| Case {
-                    sources,
-                    skip_chunks,
-                    strip: if strip {
-                        vec!["replica".into()]
-                    } else {
-                        vec![]
-                    },
-                    shard,
-                    limit,
-                    batch_size: batch_size.max(1),
+                |(sources, replica, skip_chunks, strip, shard, limit, batch_size)| {
+                    let mut sources = sources;
+                    if replica && let Some(first) = sources.first().cloned() {
+                        // An exact copy of a remote, as two stores serving one block.
+                        sources.push(first);
+                    }
+                    Case {
+                        sources,
+                        skip_chunks,
+                        strip: if strip {
+                            vec!["replica".into()]
+                        } else {
+                            vec![]
+                        },
+                        shard,
+                        limit,
+                        batch_size: batch_size.max(1),
+                    }
                 },
             )
     }
