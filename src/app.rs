@@ -149,6 +149,7 @@ async fn bind(what: &'static str, address: &str) -> Result<(TcpListener, SocketA
 pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
     tls::install_crypto_provider();
     let mut registry = Registry::default();
+    crate::metrics::register_build_info(&mut registry);
     let families = RemoteFamilies::register(&mut registry);
     let server_metrics = ServerMetrics::register(&mut registry);
     let discovery_metrics = DiscoveryMetrics::register(&mut registry);

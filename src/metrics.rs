@@ -2,6 +2,8 @@
 //! children are created when an endpoint appears, so the request path only
 //! increments handles it already holds.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -75,6 +77,38 @@ struct RemoteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemoteMethodLabels {
+    remote: String,
+    method: Method,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    rustc: String,
+}
+
+/// Buckets of remote call times: 1 ms to a minute.
+fn call_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.5, 13))
+}
+
+/// Registers `thanos_fanout_build_info`.
+pub fn register_build_info(registry: &mut Registry) {
+    let info: Family<BuildLabels, Gauge> = Family::default();
+    info.get_or_create(&BuildLabels {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        rustc: env!("CARGO_PKG_RUST_VERSION").to_owned(),
+    })
+    .set(1);
+    registry.register(
+        "thanos_fanout_build_info",
+        "Always 1; the labels say which build is running",
+        info,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: Method,
     code: String,
@@ -88,6 +122,12 @@ pub struct RemoteFamilies {
     info_failures: Family<EndpointLabels, Counter>,
     calls: Family<CallLabels, Counter>,
     series_received: Family<RemoteLabels, Counter>,
+    series_bytes_received: Family<RemoteLabels, Counter>,
+    chunks_received: Family<RemoteLabels, Counter>,
+    in_flight: Family<RemoteMethodLabels, Gauge>,
+    duration: Family<RemoteMethodLabels, Histogram, fn() -> Histogram>,
+    first_frame: Family<RemoteMethodLabels, Histogram, fn() -> Histogram>,
+    last_info_success: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl RemoteFamilies {
@@ -98,6 +138,12 @@ impl RemoteFamilies {
             info_failures: Family::default(),
             calls: Family::default(),
             series_received: Family::default(),
+            series_bytes_received: Family::default(),
+            chunks_received: Family::default(),
+            in_flight: Family::default(),
+            duration: Family::new_with_constructor(call_buckets),
+            first_frame: Family::new_with_constructor(call_buckets),
+            last_info_success: Family::default(),
         };
         registry.register(
             "thanos_fanout_remote_endpoint_up",
@@ -124,6 +170,36 @@ impl RemoteFamilies {
             "Series received from a remote",
             families.series_received.clone(),
         );
+        registry.register(
+            "thanos_fanout_remote_series_received_bytes",
+            "Bytes of encoded series received from a remote",
+            families.series_bytes_received.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_chunks_received",
+            "Chunks received from a remote",
+            families.chunks_received.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_calls_in_flight",
+            "Calls to a remote in progress, by gRPC method",
+            families.in_flight.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_call_duration_seconds",
+            "Time from a call to a remote until it ended (for streams, until the last frame), by gRPC method",
+            families.duration.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_first_frame_seconds",
+            "Time from a call to a remote until its first answer frame, by gRPC method",
+            families.first_frame.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_endpoint_last_info_success_timestamp_seconds",
+            "When the endpoint last answered Info (Unix time)",
+            families.last_info_success.clone(),
+        );
         families
     }
 
@@ -136,6 +212,7 @@ impl RemoteFamilies {
         self.up.remove(&labels);
         self.connections.remove(&labels);
         self.info_failures.remove(&labels);
+        self.last_info_success.remove(&labels);
     }
 
     /// Creates the label children of one endpoint.
@@ -156,17 +233,29 @@ impl RemoteFamilies {
                     .clone()
             })
         });
+        let by_method = |method| RemoteMethodLabels {
+            remote: remote.to_owned(),
+            method,
+        };
+        let per_remote = RemoteLabels {
+            remote: remote.to_owned(),
+        };
         EndpointMetrics {
             up: self.up.get_or_create(&labels).clone(),
             connections: self.connections.get_or_create(&labels).clone(),
             info_failures: self.info_failures.get_or_create(&labels).clone(),
+            last_info_success: self.last_info_success.get_or_create(&labels).clone(),
             calls,
-            series_received: self
-                .series_received
-                .get_or_create(&RemoteLabels {
-                    remote: remote.to_owned(),
-                })
+            in_flight: Method::CALLED.map(|m| self.in_flight.get_or_create(&by_method(m)).clone()),
+            duration: Method::CALLED.map(|m| self.duration.get_or_create(&by_method(m)).clone()),
+            first_frame: Method::CALLED
+                .map(|m| self.first_frame.get_or_create(&by_method(m)).clone()),
+            series_received: self.series_received.get_or_create(&per_remote).clone(),
+            series_bytes_received: self
+                .series_bytes_received
+                .get_or_create(&per_remote)
                 .clone(),
+            chunks_received: self.chunks_received.get_or_create(&per_remote).clone(),
         }
     }
 }
@@ -177,14 +266,25 @@ pub struct EndpointMetrics {
     pub up: Gauge,
     pub connections: Gauge,
     pub info_failures: Counter,
+    /// Unix time of the last successful Info call.
+    pub last_info_success: Gauge<f64, AtomicU64>,
     calls: [[Counter; 4]; 8],
+    in_flight: [Gauge; 8],
+    duration: [Histogram; 8],
+    first_frame: [Histogram; 8],
     pub series_received: Counter,
+    pub series_bytes_received: Counter,
+    pub chunks_received: Counter,
 }
 
 impl EndpointMetrics {
-    /// Counts one finished call.
-    pub fn call(&self, method: Method, outcome: Outcome) {
-        let Some(m) = Method::CALLED.iter().position(|c| *c == method) else {
+    fn index(method: Method) -> Option<usize> {
+        Method::CALLED.iter().position(|c| *c == method)
+    }
+
+    /// Counts one finished call and how long it took.
+    pub fn call(&self, method: Method, outcome: Outcome, seconds: f64) {
+        let Some(m) = Self::index(method) else {
             return;
         };
         let o = Outcome::ALL
@@ -192,6 +292,21 @@ impl EndpointMetrics {
             .position(|o| *o == outcome)
             .unwrap_or_default();
         self.calls[m][o].inc();
+        self.duration[m].observe(seconds);
+    }
+
+    /// Records the time to a call's first answer frame.
+    pub fn first_frame(&self, method: Method, seconds: f64) {
+        if let Some(m) = Self::index(method) {
+            self.first_frame[m].observe(seconds);
+        }
+    }
+
+    /// One more (`delta` 1) or one fewer (-1) call in progress.
+    pub fn in_flight(&self, method: Method, delta: i64) {
+        if let Some(m) = Self::index(method) {
+            self.in_flight[m].inc_by(delta);
+        }
     }
 }
 

@@ -141,19 +141,24 @@ where
                 let deadline = ctx.deadline_for(&s.endpoint);
                 let limit = deadline.saturating_duration_since(Instant::now());
                 let fut = call(&s, deadline);
-                (RemoteCall::new(s, method), fut, limit)
+                (s, fut, limit)
             })
             .collect();
-        let first = &attempts[0].0.selected.endpoint;
+        let first = &attempts[0].0.endpoint;
         let span = tracing::info_span!("remote_labels", remote = %first.remote, endpoint = %first.address, ?method);
         let endpoint = first.clone();
         let task = tasks.spawn(
             async move {
                 let mut failure = None;
-                for (remote, fut, limit) in attempts {
+                for (selected, fut, limit) in attempts {
+                    // Started only now: a fallback may never be called.
+                    let remote = RemoteCall::new(selected, method);
                     let result = remote
                         .wait(fut, limit, || RemoteErrorKind::NoAnswer(limit))
                         .await;
+                    if result.is_ok() {
+                        remote.first_frame();
+                    }
                     remote.finish(result.as_ref().map(|_| ()));
                     match result {
                         // The remote's own warnings name it, like a stream's do.

@@ -46,12 +46,23 @@ pub(super) struct RemoteCall {
 }
 
 impl RemoteCall {
+    /// A call starting now (counted in flight until dropped).
     pub fn new(selected: Selected, method: Method) -> Self {
+        selected.endpoint.metrics.in_flight(method, 1);
         Self {
             selected,
             method,
             started: Instant::now(),
         }
+    }
+
+    /// Records that the remote's first answer frame arrived now.
+    pub fn first_frame(&self) {
+        let seconds = self.elapsed().as_secs_f64();
+        self.selected
+            .endpoint
+            .metrics
+            .first_frame(self.method, seconds);
     }
 
     /// This call's error of `kind`.
@@ -87,7 +98,11 @@ impl RemoteCall {
                 error.kind.outcome()
             }
         };
-        self.selected.endpoint.metrics.call(self.method, outcome);
+        let seconds = self.elapsed().as_secs_f64();
+        self.selected
+            .endpoint
+            .metrics
+            .call(self.method, outcome, seconds);
         tracing::debug!(?outcome, elapsed = ?self.elapsed(), "remote call finished");
     }
 
@@ -128,10 +143,17 @@ impl RemoteCall {
 
     /// Counts a call the caller (or an abort) ended before the remote did.
     pub fn cancelled(&self) {
+        let seconds = self.elapsed().as_secs_f64();
         self.selected
             .endpoint
             .metrics
-            .call(self.method, Outcome::Cancelled);
+            .call(self.method, Outcome::Cancelled, seconds);
+    }
+}
+
+impl Drop for RemoteCall {
+    fn drop(&mut self) {
+        self.selected.endpoint.metrics.in_flight(self.method, -1);
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinSet;
 use tonic::Streaming;
 use tracing::Instrument;
@@ -195,7 +196,10 @@ impl Pump {
             }
             .await;
             let error = match attempt {
-                Ok((stream, first)) => return Ok((stream, first, lease)),
+                Ok((stream, first)) => {
+                    self.call.first_frame();
+                    return Ok((stream, first, lease));
+                }
                 Err(Stop::Failed(error)) => error,
                 Err(stop) => return Err(stop),
             };
@@ -240,17 +244,11 @@ impl Pump {
     async fn handle(&mut self, frame: SeriesFrame) -> Result<(), Stop> {
         match frame {
             SeriesFrame::Series(series) => {
-                self.call.selected.endpoint.metrics.series_received.inc();
+                self.count(std::slice::from_ref(&series));
                 self.accept(series).await?;
             }
             SeriesFrame::Batch(batch) => {
-                let n = batch.len() as u64;
-                self.call
-                    .selected
-                    .endpoint
-                    .metrics
-                    .series_received
-                    .inc_by(n);
+                self.count(&batch);
                 for series in batch {
                     self.accept(series).await?;
                 }
@@ -265,9 +263,19 @@ impl Pump {
         Ok(())
     }
 
+    /// Counts a frame's series and their bytes (chunks are counted as they
+    /// are parsed).
+    fn count(&self, series: &[Bytes]) {
+        let metrics = &self.call.selected.endpoint.metrics;
+        metrics.series_received.inc_by(series.len() as u64);
+        let bytes: usize = series.iter().map(Bytes::len).sum();
+        metrics.series_bytes_received.inc_by(bytes as u64);
+    }
+
     async fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
         self.received += 1;
-        match self.intake.accept(series) {
+        let chunks = &self.call.selected.endpoint.metrics.chunks_received;
+        match self.intake.accept(series, chunks) {
             Ok(Some(ready)) => self.send(Frame::Series(ready)).await,
             Ok(None) => Ok(()),
             Err(kind) => Err(Stop::Failed(self.call.error(kind))),
@@ -321,8 +329,13 @@ impl Intake {
     }
 
     /// Takes one encoded series; gives back the previous one if it is ready.
-    fn accept(&mut self, bytes: Bytes) -> Result<Option<RawSeries>, RemoteErrorKind> {
+    fn accept(
+        &mut self,
+        bytes: Bytes,
+        chunks: &Counter,
+    ) -> Result<Option<RawSeries>, RemoteErrorKind> {
         let (mut series, labels) = RawSeries::parse(bytes).map_err(RemoteErrorKind::Invalid)?;
+        chunks.inc_by(series.chunks() as u64);
         if series.chunks() == 0 && !self.skip_chunks {
             // A series without chunks breaks the querier's iterator.
             return Ok(None);
@@ -518,7 +531,12 @@ mod tests {
                 };
                 let mut ready = Vec::new();
                 for series in source {
-                    ready.extend(intake.accept(series.encode_to_vec().into()).unwrap());
+                    let counter = Counter::default();
+                    ready.extend(
+                        intake
+                            .accept(series.encode_to_vec().into(), &counter)
+                            .unwrap(),
+                    );
                 }
                 ready.extend(intake.take_last());
                 ready.extend(intake.take_buffered());
@@ -724,17 +742,23 @@ mod tests {
             .into()
         };
         let garbage = Bytes::from_static(&[0x0a, 0x05, 0x0a]);
-        match intake.accept(garbage) {
+        let chunks = Counter::default();
+        match intake.accept(garbage, &chunks) {
             Err(RemoteErrorKind::Invalid(e)) => assert!(e.contains("beyond the end"), "{e}"),
             other => panic!("{other:?}"),
         }
         let twice = series(&[("a", "1"), ("a", "2")]);
-        match intake.accept(twice) {
+        match intake.accept(twice, &chunks) {
             Err(RemoteErrorKind::Invalid(e)) => assert!(e.contains("duplicate label name"), "{e}"),
             other => panic!("{other:?}"),
         }
-        assert!(intake.accept(series(&[("a", "2")])).unwrap().is_none());
-        match intake.accept(series(&[("a", "1")])) {
+        assert!(
+            intake
+                .accept(series(&[("a", "2")]), &chunks)
+                .unwrap()
+                .is_none()
+        );
+        match intake.accept(series(&[("a", "1")]), &chunks) {
             Err(RemoteErrorKind::OutOfOrder { later, earlier }) => {
                 assert_eq!(
                     (later.as_str(), earlier.as_str()),

@@ -376,7 +376,10 @@ impl<A: StreamedApi> Pump<A> {
             }
             .await;
             let error = match attempt {
-                Ok((stream, first)) => return Ok((stream, first, lease)),
+                Ok((stream, first)) => {
+                    self.call.first_frame();
+                    return Ok((stream, first, lease));
+                }
                 Err(Stop::Failed(error)) => error,
                 Err(stop) => return Err(stop),
             };

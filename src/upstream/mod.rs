@@ -370,6 +370,10 @@ impl Endpoint {
                     tracing::info!(remote = %self.remote, endpoint = %self.address, label_sets = %label_sets.join(" "), "endpoint is healthy");
                 }
                 self.metrics.up.set(1);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.metrics.last_info_success.set(now.as_secs_f64());
                 EndpointState {
                     info: Some(Arc::new(info)),
                     healthy: true,

@@ -124,6 +124,70 @@ async fn probes_and_metrics() {
         "{body}"
     );
     assert!(body.contains("thanos_fanout_series_sent_total 1"), "{body}");
+
+    // Per remote: what arrived, how long it took, what is in flight.
+    let value = |series: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+    };
+    assert!(value(r#"thanos_fanout_remote_series_received_bytes_total{remote="a"}"#) > 20.0);
+    assert_eq!(value(r#"thanos_fanout_remote_chunks_received_total{remote="a"}"#), 1.0);
+    for histogram in [
+        "thanos_fanout_remote_call_duration_seconds",
+        "thanos_fanout_remote_first_frame_seconds",
+    ] {
+        let count = format!(r#"{histogram}_count{{remote="a",method="Series"}}"#);
+        assert_eq!(value(&count), 1.0);
+    }
+    assert_eq!(
+        value(r#"thanos_fanout_remote_calls_in_flight{remote="a",method="Series"}"#),
+        0.0
+    );
+    let last_info = value(&format!(
+        r#"thanos_fanout_remote_endpoint_last_info_success_timestamp_seconds{{remote="a",endpoint="{}"}}"#,
+        r.addr
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!((now - 60.0..=now).contains(&last_info), "{last_info} vs {now}");
+    assert!(
+        body.contains(&format!(
+            r#"thanos_fanout_build_info{{version="{}","#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_in_progress_is_counted_in_flight() {
+    let r = up_remote("a", None).await;
+    *r.script.series.lock().expect("script") = SeriesScript::Hang;
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    let mut client = client(&running).await;
+    let call = tokio::spawn(async move {
+        let _ = call_series(&mut client, request(vec![eq("__name__", "up")])).await;
+    });
+    let line = r#"thanos_fanout_remote_calls_in_flight{remote="a",method="Series"} "#;
+    let in_flight = || async {
+        let (_, body) = http_get(running.http_addr, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(line)?.parse::<i64>().ok())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while in_flight().await != Some(1) {
+        assert!(tokio::time::Instant::now() < deadline, "never in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The caller goes away: the remote call ends and is no longer counted.
+    call.abort();
+    while in_flight().await != Some(0) {
+        assert!(tokio::time::Instant::now() < deadline, "still in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
