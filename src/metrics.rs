@@ -85,7 +85,6 @@ struct RemoteMethodLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
-    rustc: String,
 }
 
 /// Buckets of remote call times: 1 ms to a minute.
@@ -98,7 +97,6 @@ pub fn register_build_info(registry: &mut Registry) {
     let info: Family<BuildLabels, Gauge> = Family::default();
     info.get_or_create(&BuildLabels {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        rustc: env!("CARGO_PKG_RUST_VERSION").to_owned(),
     })
     .set(1);
     registry.register(

@@ -155,7 +155,7 @@ async fn probes_and_metrics() {
     assert!((now - 60.0..=now).contains(&last_info), "{last_info} vs {now}");
     assert!(
         body.contains(&format!(
-            r#"thanos_fanout_build_info{{version="{}","#,
+            r#"thanos_fanout_build_info{{version="{}"}} 1"#,
             env!("CARGO_PKG_VERSION")
         )),
         "{body}"
