@@ -56,7 +56,12 @@ impl Prefetch {
                     share_size: share,
                     total: self.total.clone(),
                 };
-                (sender, Receiver { rx })
+                let receiver = Receiver {
+                    rx,
+                    current: Vec::new().into_iter(),
+                    held: None,
+                };
+                (sender, receiver)
             })
             .collect()
     }
@@ -79,7 +84,7 @@ pub struct Closed;
 
 /// The pump's end of one stream's channel.
 pub struct Sender {
-    tx: mpsc::UnboundedSender<(Frame, Held)>,
+    tx: mpsc::UnboundedSender<(Vec<Frame>, Held)>,
     share: Arc<Semaphore>,
     share_size: u32,
     total: Arc<Semaphore>,
@@ -89,12 +94,19 @@ impl Sender {
     /// Queues a frame taking `bytes` of memory once the stream's share has room for
     /// it (a frame larger than the share waits until the queue is empty).
     pub async fn send(&self, frame: Frame, bytes: usize) -> Result<(), Closed> {
+        self.send_all(vec![frame], bytes).await
+    }
+
+    /// Queues frames taking `bytes` of memory together, as one: what one
+    /// frame from a remote held. Their bytes are given back once the
+    /// reader has taken the last of them.
+    pub async fn send_all(&self, frames: Vec<Frame>, bytes: usize) -> Result<(), Closed> {
         let want = bytes.clamp(1, self.share_size as usize) as u32;
         let held = tokio::select! {
             held = self.reserve(want) => held?,
             () = self.tx.closed() => return Err(Closed),
         };
-        self.tx.send((frame, held)).map_err(|_| Closed)
+        self.tx.send((frames, held)).map_err(|_| Closed)
     }
 
     async fn reserve(&self, want: u32) -> Result<Held, Closed> {
@@ -135,17 +147,33 @@ impl Sender {
 
 /// The merge's end of one stream's channel.
 pub struct Receiver {
-    rx: mpsc::UnboundedReceiver<(Frame, Held)>,
+    rx: mpsc::UnboundedReceiver<(Vec<Frame>, Held)>,
+    /// The frames of the batch being taken, and what it holds.
+    current: std::vec::IntoIter<Frame>,
+    held: Option<Held>,
 }
 
 impl Stream for Receiver {
     type Item = Frame;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
-        // Taking a frame gives its bytes back to the budgets.
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|(frame, _held)| frame))
+        loop {
+            if let Some(frame) = self.current.next() {
+                if self.current.len() == 0 {
+                    // Taking a batch's last frame gives its bytes back.
+                    self.held = None;
+                }
+                return Poll::Ready(Some(frame));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some((frames, held))) => {
+                    self.current = frames.into_iter();
+                    self.held = Some(held);
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -206,6 +234,22 @@ mod tests {
         assert!(sends_now(&b, 200).await);
         assert!(a_rx.next().await.is_some());
         assert!(sends_now(&a, 200).await);
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_its_bytes_until_its_last_frame_is_taken() {
+        let prefetch = Prefetch::new(1000, 10_000);
+        let (tx, mut rx) = prefetch.channels(1).remove(0);
+        tx.send_all(vec![frame(), frame(), frame()], 900)
+            .await
+            .expect("sent");
+        assert!(!sends_now(&tx, 200).await);
+        assert!(rx.next().await.is_some());
+        assert!(rx.next().await.is_some());
+        assert_eq!(prefetch.available(), 10_000 - 900);
+        assert!(rx.next().await.is_some());
+        assert_eq!(prefetch.available(), 10_000);
+        assert!(sends_now(&tx, 200).await);
     }
 
     #[tokio::test]

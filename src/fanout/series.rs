@@ -117,6 +117,8 @@ impl Fanout {
                 intake,
                 tx,
                 received: 0,
+                ready: Vec::new(),
+                ready_bytes: 0,
             };
             tasks.spawn(pump.run().instrument(span));
             receivers.push(rx);
@@ -142,6 +144,9 @@ struct Pump {
     tx: prefetch::Sender,
     /// Series received so far, for messages.
     received: u64,
+    /// What the current remote frame yielded, passed on as one.
+    ready: Vec<Frame>,
+    ready_bytes: usize,
 }
 
 impl Pump {
@@ -224,13 +229,17 @@ impl Pump {
         };
         // What arrived before a failure is kept.
         if let Some(last) = self.intake.take_last() {
-            self.send(Frame::Series(last)).await?;
+            self.queue(Frame::Series(last));
         }
+        self.flush().await?;
         result?;
         for series in self.intake.take_buffered() {
-            self.send(Frame::Series(series)).await?;
+            self.queue(Frame::Series(series));
+            if self.ready.len() >= BUFFERED_BATCH {
+                self.flush().await?;
+            }
         }
-        Ok(())
+        self.flush().await
     }
 
     async fn read(&mut self, stream: &mut Streaming<SeriesFrame>) -> Result<(), Stop> {
@@ -241,26 +250,28 @@ impl Pump {
         Ok(())
     }
 
+    /// Takes one frame from the remote and passes on what is ready, all of
+    /// it at once.
     async fn handle(&mut self, frame: SeriesFrame) -> Result<(), Stop> {
         match frame {
             SeriesFrame::Series(series) => {
                 self.count(std::slice::from_ref(&series));
-                self.accept(series).await?;
+                self.accept(series)?;
             }
             SeriesFrame::Batch(batch) => {
                 self.count(&batch);
                 for series in batch {
-                    self.accept(series).await?;
+                    self.accept(series)?;
                 }
             }
             SeriesFrame::Warning(warning) => {
                 let warning = self.call.error(RemoteErrorKind::Warning(warning));
-                self.send(Frame::Warning(warning)).await?;
+                self.queue(Frame::Warning(warning));
             }
             // Store-specific hints mean nothing to the querier behind us.
             SeriesFrame::Hints | SeriesFrame::Empty => {}
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Counts a frame's series and their bytes (chunks are counted as they
@@ -272,27 +283,43 @@ impl Pump {
         metrics.series_bytes_received.inc_by(bytes as u64);
     }
 
-    async fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
+    fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
         self.received += 1;
         let chunks = &self.call.selected.endpoint.metrics.chunks_received;
         match self.intake.accept(series, chunks) {
-            Ok(Some(ready)) => self.send(Frame::Series(ready)).await,
+            Ok(Some(ready)) => {
+                self.queue(Frame::Series(ready));
+                Ok(())
+            }
             Ok(None) => Ok(()),
             Err(kind) => Err(Stop::Failed(self.call.error(kind))),
         }
     }
 
-    async fn send(&self, frame: Frame) -> Result<(), Stop> {
-        let bytes = match &frame {
-            Frame::Series(series) => prefetch::memory_size(series),
-            Frame::Warning(_) => 0,
-        };
+    fn queue(&mut self, frame: Frame) {
+        if let Frame::Series(series) = &frame {
+            self.ready_bytes += prefetch::memory_size(series);
+        }
+        self.ready.push(frame);
+    }
+
+    /// Hands what is queued to the merge, once the stream's share of the
+    /// read-ahead budget has room for it.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.ready.is_empty() {
+            return Ok(());
+        }
+        let frames = std::mem::take(&mut self.ready);
+        let bytes = std::mem::take(&mut self.ready_bytes);
         self.tx
-            .send(frame, bytes)
+            .send_all(frames, bytes)
             .await
             .map_err(|_| Stop::Cancelled)
     }
 }
+
+/// Series buffered to strip labels go to the merge this many at a time.
+const BUFFERED_BATCH: usize = 64;
 
 /// Takes one endpoint's series as they arrive: checks them, does the local
 /// work, and hands back the ones ready to go, in order.

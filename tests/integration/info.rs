@@ -132,7 +132,10 @@ async fn probes_and_metrics() {
             .unwrap_or_else(|| panic!("no {series} in\n{body}"))
     };
     assert!(value(r#"thanos_fanout_remote_series_received_bytes_total{remote="a"}"#) > 20.0);
-    assert_eq!(value(r#"thanos_fanout_remote_chunks_received_total{remote="a"}"#), 1.0);
+    assert_eq!(
+        value(r#"thanos_fanout_remote_chunks_received_total{remote="a"}"#),
+        1.0
+    );
     for histogram in [
         "thanos_fanout_remote_call_duration_seconds",
         "thanos_fanout_remote_first_frame_seconds",
@@ -152,7 +155,10 @@ async fn probes_and_metrics() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
-    assert!((now - 60.0..=now).contains(&last_info), "{last_info} vs {now}");
+    assert!(
+        (now - 60.0..=now).contains(&last_info),
+        "{last_info} vs {now}"
+    );
     assert!(
         body.contains(&format!(
             r#"thanos_fanout_build_info{{version="{}"}} 1"#,
