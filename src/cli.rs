@@ -75,10 +75,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = crate::telemetry::init(&config.log) {
-        eprintln!("thanos-fanout: {e}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,6 +83,17 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("thanos-fanout: starting the runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = {
+        // The span exporter's connection lives on the runtime.
+        let _runtime = runtime.enter();
+        match crate::telemetry::init(&config.log, &config.tracing) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("thanos-fanout: {e}");
+                return ExitCode::from(2);
+            }
         }
     };
     let result = runtime.block_on(async move {
@@ -103,12 +110,14 @@ pub fn main() -> ExitCode {
             },
         }
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "exiting");
             eprintln!("thanos-fanout: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "grpc",
     "http",
     "log",
+    "tracing",
     "info",
     "fanout",
     "discovery",
@@ -40,6 +41,7 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
     pub info: InfoConfig,
     pub fanout: FanoutConfig,
     pub discovery: DiscoveryConfig,
@@ -104,6 +106,25 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Logfmt,
     Json,
+}
+
+/// OpenTelemetry tracing, exported over OTLP/gRPC. Off unless `endpoint` is
+/// set here or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set; `OTEL_SDK_DISABLED=true` turns it
+/// off. Settings here win over the `OTEL_*` variables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/gRPC address, e.g. `http://otel-collector:4317`.
+    pub endpoint: Option<String>,
+    /// Share of the traces we start that are sampled, 0 to 1 (default 1,
+    /// or `OTEL_TRACES_SAMPLER_ARG`). A call whose querier sampled its trace
+    /// is always followed, one it did not sample never is.
+    pub sampling_ratio: Option<f64>,
+    /// `service.name` (default `thanos-fanout`, or `OTEL_SERVICE_NAME`).
+    pub service_name: Option<String>,
+    /// More resource attributes, added to `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// Background Info polling of every remote endpoint.
@@ -391,6 +412,24 @@ impl Config {
                 return Err(invalid(key.into(), "must be greater than 0".into()));
             }
         }
+        if let Some(ratio) = self.tracing.sampling_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(invalid(
+                "tracing.sampling_ratio".into(),
+                format!("{ratio} is not between 0 and 1"),
+            ));
+        }
+        if let Some(endpoint) = &self.tracing.endpoint
+            && endpoint
+                .parse::<http::Uri>()
+                .map_or(true, |u| u.scheme().is_none())
+        {
+            return Err(invalid(
+                "tracing.endpoint".into(),
+                format!("{endpoint:?} is not a URL such as http://otel-collector:4317"),
+            ));
+        }
         for ns in &self.discovery.nameservers {
             ns.parse::<SocketAddr>().map_err(|e| {
                 invalid(
@@ -561,6 +600,18 @@ mod tests {
             err.to_string().contains("duplicate remote name \"a\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tracing_settings_are_checked() {
+        let err = load_str("tracing:\n  sampling_ratio: 1.5\n").expect_err("ratio");
+        assert!(err.to_string().contains("tracing.sampling_ratio"), "{err}");
+        let err = load_str("tracing:\n  endpoint: collector:4317\n").expect_err("no scheme");
+        assert!(err.to_string().contains("tracing.endpoint"), "{err}");
+        let config =
+            load_str("tracing:\n  endpoint: http://collector:4317\n  sampling_ratio: 0.25\n")
+                .expect("valid");
+        assert_eq!(config.tracing.sampling_ratio, Some(0.25));
     }
 
     #[test]

@@ -26,6 +26,21 @@ pub enum Method {
 }
 
 impl Method {
+    /// The gRPC method's full name, as trace views show calls.
+    pub fn path(self) -> &'static str {
+        match self {
+            Method::Info => "thanos.info.Info/Info",
+            Method::Series => "thanos.Store/Series",
+            Method::LabelNames => "thanos.Store/LabelNames",
+            Method::LabelValues => "thanos.Store/LabelValues",
+            Method::Rules => "thanos.Rules/Rules",
+            Method::Targets => "thanos.Targets/Targets",
+            Method::MetricMetadata => "thanos.Metadata/MetricMetadata",
+            Method::Exemplars => "thanos.Exemplars/Exemplars",
+            Method::TSDBStatistics => "thanos.Status/TSDBStatistics",
+        }
+    }
+
     /// The methods called on remotes and counted per call (Info has its own
     /// failure counter).
     const CALLED: [Method; 8] = [

@@ -145,7 +145,7 @@ where
             })
             .collect();
         let first = &attempts[0].0.endpoint;
-        let span = tracing::info_span!("remote_labels", remote = %first.remote, endpoint = %first.address, ?method);
+        let span = super::remote::span(method, first);
         let endpoint = first.clone();
         let task = tasks.spawn(
             async move {

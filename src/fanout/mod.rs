@@ -27,6 +27,7 @@ pub use streamed::ApiStream;
 use crate::config::RemoteMode;
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
+use crate::telemetry::TraceHeaders;
 use crate::upstream::{
     Availability, Endpoint, RemoteError, RemoteErrorKind, RemoteInfo, Upstreams,
 };
@@ -51,6 +52,8 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// The caller's deadline (from `grpc-timeout`).
     pub deadline: Option<Instant>,
+    /// The caller's W3C trace context.
+    pub trace: TraceHeaders,
 }
 
 impl RequestContext {
@@ -69,6 +72,7 @@ impl RequestContext {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
         let metadata = request.metadata_mut();
+        self.trace.inject(metadata);
         for (key, value) in [
             ("thanos-tenant", &self.tenant),
             ("request-id", &self.request_id),

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{FanoutError, Selected};
 use crate::metrics::{Method, Outcome};
-use crate::upstream::{RemoteError, RemoteErrorKind};
+use crate::upstream::{Endpoint, RemoteError, RemoteErrorKind};
 
 /// Why a streaming call stopped before its end.
 pub(super) enum Stop {
@@ -38,6 +38,24 @@ pub(super) async fn within_deadline(
     }
 }
 
+/// The span of one call to a remote endpoint, a child of the incoming
+/// call's; what the call did is recorded on it as it ends.
+pub(super) fn span(method: Method, endpoint: &Endpoint) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "remote_call",
+        otel.name = method.path(),
+        otel.kind = "client",
+        ?method,
+        remote = %endpoint.remote,
+        endpoint = %endpoint.address,
+        outcome = Empty,
+        first_frame_seconds = Empty,
+        received = Empty,
+        bytes = Empty,
+    )
+}
+
 /// A call in progress to one endpoint.
 pub(super) struct RemoteCall {
     pub selected: Selected,
@@ -59,6 +77,7 @@ impl RemoteCall {
     /// Records that the remote's first answer frame arrived now.
     pub fn first_frame(&self) {
         let seconds = self.elapsed().as_secs_f64();
+        tracing::Span::current().record("first_frame_seconds", seconds);
         self.selected
             .endpoint
             .metrics
@@ -103,6 +122,7 @@ impl RemoteCall {
             .endpoint
             .metrics
             .call(self.method, outcome, seconds);
+        tracing::Span::current().record("outcome", tracing::field::debug(outcome));
         tracing::debug!(?outcome, elapsed = ?self.elapsed(), "remote call finished");
     }
 
@@ -148,6 +168,7 @@ impl RemoteCall {
             .endpoint
             .metrics
             .call(self.method, Outcome::Cancelled, seconds);
+        tracing::Span::current().record("outcome", tracing::field::debug(Outcome::Cancelled));
     }
 }
 

@@ -108,7 +108,7 @@ impl Fanout {
         let channels = self.prefetch.channels(selected.len());
         for (endpoint, (tx, rx)) in selected.into_iter().zip(channels) {
             let intake = Intake::new(&forward, &endpoint);
-            let span = tracing::info_span!("remote_series", remote = %endpoint.endpoint.remote, endpoint = %endpoint.endpoint.address);
+            let span = super::remote::span(Method::Series, &endpoint.endpoint);
             let pump = Pump {
                 forward: forward.clone(),
                 ctx: ctx.clone(),
@@ -117,6 +117,7 @@ impl Fanout {
                 intake,
                 tx,
                 received: 0,
+                bytes: 0,
                 ready: Vec::new(),
                 ready_bytes: 0,
             };
@@ -144,6 +145,8 @@ struct Pump {
     tx: prefetch::Sender,
     /// Series received so far, for messages.
     received: u64,
+    /// Their encoded bytes.
+    bytes: u64,
     /// What the current remote frame yielded, passed on as one.
     ready: Vec<Frame>,
     ready_bytes: usize,
@@ -162,6 +165,9 @@ impl Pump {
                     },
                 )))
             });
+        let span = tracing::Span::current();
+        span.record("received", self.received);
+        span.record("bytes", self.bytes);
         if let Some(error) = self.call.conclude(result) {
             let _ = self.tx.send(Frame::Warning(error), 0).await;
         }
@@ -276,11 +282,12 @@ impl Pump {
 
     /// Counts a frame's series and their bytes (chunks are counted as they
     /// are parsed).
-    fn count(&self, series: &[Bytes]) {
+    fn count(&mut self, series: &[Bytes]) {
         let metrics = &self.call.selected.endpoint.metrics;
         metrics.series_received.inc_by(series.len() as u64);
-        let bytes: usize = series.iter().map(Bytes::len).sum();
-        metrics.series_bytes_received.inc_by(bytes as u64);
+        let bytes = series.iter().map(Bytes::len).sum::<usize>() as u64;
+        metrics.series_bytes_received.inc_by(bytes);
+        self.bytes += bytes;
     }
 
     fn accept(&mut self, series: Bytes) -> Result<(), Stop> {

@@ -269,7 +269,7 @@ impl Fanout {
             let Some((first, request)) = attempts.pop_front() else {
                 continue;
             };
-            let span = tracing::info_span!("remote_call", method = ?A::METHOD, remote = %first.endpoint.remote, endpoint = %first.endpoint.address);
+            let span = super::remote::span(A::METHOD, &first.endpoint);
             let pump = Pump::<A> {
                 timeout: first.endpoint.timeout,
                 request: Some(request),
@@ -330,6 +330,7 @@ impl<A: StreamedApi> Pump<A> {
                     },
                 )))
             });
+        tracing::Span::current().record("received", self.received);
         if let Some(error) = self.call.conclude(result) {
             let _ = self.tx.send(Event::Failed(error)).await;
         }

@@ -10,7 +10,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::observed::Observed;
-use super::request_context;
+use super::{call_span, request_context};
 use crate::fanout::{ApiStream, Fanout, RequestContext};
 use crate::metrics::{Method, ServerMetrics};
 use crate::proto::thanos::exemplars_server::Exemplars;
@@ -51,16 +51,19 @@ impl ApiService {
     ) -> Result<Response<Answer<T>>, Status> {
         let started = Instant::now();
         let ctx = request_context(request.metadata());
-        let span = tracing::info_span!(
-            "call",
-            ?method,
-            tenant = ctx.tenant.as_deref().unwrap_or("")
-        );
+        let span = call_span(method, &ctx);
         let req = request.into_inner();
         let stream = span.in_scope(|| start(&self.fanout, req, ctx));
         // A call refused up front is recorded like one that failed later.
         let stream = stream.unwrap_or_else(|e| Box::pin(futures::stream::once(async { Err(e) })));
-        let observed = Observed::new(stream, method, self.metrics.clone(), started, |_, _| {});
+        let observed = Observed::new(
+            stream,
+            method,
+            self.metrics.clone(),
+            started,
+            |_, _| {},
+            span,
+        );
         Ok(Response::new(Box::pin(observed)))
     }
 }

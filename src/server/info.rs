@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::labelset;
+use crate::metrics::Method;
 use crate::proto::thanos::ZLabelSet;
 use crate::proto::thanos::info::info_server::Info;
 use crate::proto::thanos::info::{
@@ -97,7 +98,9 @@ pub fn aggregate(upstreams: &Upstreams) -> InfoResponse {
 
 #[tonic::async_trait]
 impl Info for InfoService {
-    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+    async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let ctx = super::request_context(request.metadata());
+        let _span = super::call_span(Method::Info, &ctx).entered();
         if !*self.ready.borrow() {
             return Err(Status::unavailable(
                 "not ready: the first Info round to the remotes is still running",

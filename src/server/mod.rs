@@ -26,6 +26,7 @@ pub use info::InfoService;
 pub use store::StoreService;
 
 use crate::fanout::{FanoutError, RequestContext};
+use crate::metrics::Method;
 use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::relay::store_server::StoreServer;
 use crate::proto::thanos::exemplars_server::ExemplarsServer;
@@ -34,6 +35,7 @@ use crate::proto::thanos::metadata_server::MetadataServer;
 use crate::proto::thanos::rules_server::RulesServer;
 use crate::proto::thanos::status_server::StatusServer;
 use crate::proto::thanos::targets_server::TargetsServer;
+use crate::telemetry::TraceHeaders;
 
 /// The one place fan-out errors become gRPC statuses.
 pub fn status(err: FanoutError) -> Status {
@@ -71,6 +73,7 @@ pub fn request_context(metadata: &MetadataMap) -> RequestContext {
             .map(str::to_owned)
     };
     RequestContext {
+        trace: TraceHeaders::from_metadata(metadata),
         tenant: text("thanos-tenant"),
         request_id: text("request-id"),
         deadline: text("grpc-timeout")
@@ -78,6 +81,22 @@ pub fn request_context(metadata: &MetadataMap) -> RequestContext {
             .and_then(parse_grpc_timeout)
             .map(|d| tokio::time::Instant::now() + d),
     }
+}
+
+/// The span of one incoming call: a child of the querier's span when it
+/// sent a trace context, covering the call until its last frame.
+pub fn call_span(method: Method, ctx: &RequestContext) -> tracing::Span {
+    let span = tracing::info_span!(
+        "call",
+        otel.name = method.path(),
+        otel.kind = "server",
+        ?method,
+        tenant = ctx.tenant.as_deref().unwrap_or(""),
+        request_id = ctx.request_id.as_deref().unwrap_or(""),
+        code = tracing::field::Empty,
+    );
+    ctx.trace.set_parent(&span);
+    span
 }
 
 /// Everything the gRPC listener serves.

@@ -22,6 +22,9 @@ pub struct Observed<T> {
     code: Option<Code>,
     /// Counts what a response carries, if anything.
     on_item: fn(&T, &ServerMetrics),
+    /// The call's span, entered while the stream is polled and closed
+    /// when it is dropped.
+    span: tracing::Span,
 }
 
 impl<T> Observed<T> {
@@ -31,6 +34,7 @@ impl<T> Observed<T> {
         metrics: ServerMetrics,
         started: Instant,
         on_item: fn(&T, &ServerMetrics),
+        span: tracing::Span,
     ) -> Self {
         Self {
             inner,
@@ -39,6 +43,7 @@ impl<T> Observed<T> {
             started,
             code: None,
             on_item,
+            span,
         }
     }
 }
@@ -47,6 +52,8 @@ impl<T> Stream for Observed<T> {
     type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let item = match self.inner.as_mut().poll_next(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(item) => item,
@@ -72,6 +79,7 @@ impl<T> Stream for Observed<T> {
 impl<T> Drop for Observed<T> {
     fn drop(&mut self) {
         let code = self.code.unwrap_or(Code::Cancelled);
+        self.span.record("code", tracing::field::debug(code));
         self.metrics
             .observe(self.method, code, self.started.elapsed().as_secs_f64());
     }

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use futures::Stream;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use super::observed::Observed;
-use super::{request_context, status};
+use super::{call_span, request_context, status};
 use crate::fanout::Fanout;
 use crate::metrics::{Method, ServerMetrics};
 use crate::proto::relay::store_server::Store;
@@ -45,12 +46,13 @@ impl Store for StoreService {
         let started = Instant::now();
         let ctx = request_context(request.metadata());
         let req = request.into_inner();
-        let span = tracing::info_span!(
-            "series",
+        let span = call_span(Method::Series, &ctx);
+        tracing::debug!(
+            parent: &span,
             min_time = req.min_time,
             max_time = req.max_time,
             matchers = req.matchers.len(),
-            tenant = ctx.tenant.as_deref().unwrap_or(""),
+            "series request"
         );
         let result = span
             .in_scope(|| self.fanout.series(req, ctx))
@@ -62,8 +64,10 @@ impl Store for StoreService {
                 self.metrics.clone(),
                 started,
                 count_series,
+                span,
             )))),
             Err(e) => {
+                span.record("code", tracing::field::debug(e.code()));
                 self.finish(Method::Series, started, &Err::<(), _>(e.clone()));
                 Err(e)
             }
@@ -76,12 +80,15 @@ impl Store for StoreService {
     ) -> Result<Response<LabelNamesResponse>, Status> {
         let started = Instant::now();
         let ctx = request_context(request.metadata());
+        let span = call_span(Method::LabelNames, &ctx);
         let result = self
             .fanout
             .label_names(request.into_inner(), ctx)
+            .instrument(span.clone())
             .await
             .map(Response::new)
             .map_err(status);
+        record_code(&span, &result);
         self.finish(Method::LabelNames, started, &result);
         result
     }
@@ -92,15 +99,23 @@ impl Store for StoreService {
     ) -> Result<Response<LabelValuesResponse>, Status> {
         let started = Instant::now();
         let ctx = request_context(request.metadata());
+        let span = call_span(Method::LabelValues, &ctx);
         let result = self
             .fanout
             .label_values(request.into_inner(), ctx)
+            .instrument(span.clone())
             .await
             .map(Response::new)
             .map_err(status);
+        record_code(&span, &result);
         self.finish(Method::LabelValues, started, &result);
         result
     }
+}
+
+fn record_code<T>(span: &tracing::Span, result: &Result<T, Status>) {
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    span.record("code", tracing::field::debug(code));
 }
 
 /// Counts the series in a Series response.

@@ -62,6 +62,8 @@ pub struct Script {
     /// Series streams dropped by the caller before they ended.
     pub cancelled: AtomicUsize,
     pub tenants: Mutex<Vec<String>>,
+    /// The `traceparent` of every Series call.
+    pub traceparents: Mutex<Vec<String>>,
     /// `:authority` of every request received, in order.
     pub authorities: Mutex<Vec<String>>,
     /// `grpc-encoding` of every request received ("" when uncompressed).
@@ -134,6 +136,14 @@ impl Store for Fake {
         if let Some(t) = request.metadata().get("thanos-tenant") {
             let tenant = t.to_str().unwrap_or_default().to_owned();
             self.script.tenants.lock().expect("lock").push(tenant);
+        }
+        if let Some(t) = request.metadata().get("traceparent") {
+            let traceparent = t.to_str().unwrap_or_default().to_owned();
+            self.script
+                .traceparents
+                .lock()
+                .expect("lock")
+                .push(traceparent);
         }
         self.script
             .requests

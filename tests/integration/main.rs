@@ -16,4 +16,5 @@ mod labels;
 mod replicas;
 mod series;
 mod tls;
+mod tracing;
 mod workload;

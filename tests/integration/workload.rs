@@ -184,6 +184,9 @@ async fn concurrent_merges_at_different_read_speeds_all_complete() {
     let b = large_remote(&pki, "b", SERIES).await;
     let mut cfg = config(vec![tls_remote(&pki, "a", &a), tls_remote(&pki, "b", &b)]);
     cfg.fanout.streams_per_connection = 3;
+    // An Info call starved by exhausted windows never completes; a long
+    // timeout keeps a busy machine's slow answers from counting as that.
+    cfg.info.timeout = Duration::from_secs(10);
     let running = start_fanout(cfg).await;
 
     let mut callers = tokio::task::JoinSet::new();
