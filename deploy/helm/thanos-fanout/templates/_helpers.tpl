@@ -43,7 +43,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Where the Secrets named by remotes[].tlsSecrets are mounted, one directory each. */}}
 {{- define "thanos-fanout.secretsDir" -}}
-/etc/thanos-fanout/secrets
+/var/run/secrets/thanos-fanout
 {{- end }}
 
 {{/* The Secrets named by remotes[].tlsSecrets, each once, sorted, as a JSON list. */}}
