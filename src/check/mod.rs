@@ -153,7 +153,7 @@ pub struct Handshake {
     pub alpn: Option<String>,
     pub cipher_suite: Option<String>,
     /// The verifier's verdict on the server's certificate: `None` if it
-    /// never got that far.
+    /// never got that far, or verification is off.
     pub verified: Option<bool>,
     pub client_certificate_requested: bool,
     pub client_certificate_sent: bool,
@@ -477,7 +477,12 @@ async fn check_endpoint(
                 .as_ref()
                 .map(|a| String::from_utf8_lossy(a).into_owned()),
             cipher_suite: tls.cipher_suite.map(|s| format!("{s:?}")),
-            verified: tls.verification.as_ref().map(Result::is_ok),
+            // With verification off the verifier accepts anything.
+            verified: if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+                None
+            } else {
+                tls.verification.as_ref().map(Result::is_ok)
+            },
             client_certificate_requested: tls.client_certificate_requested,
             client_certificate_sent: tls.client_certificate_sent,
         });

@@ -121,8 +121,10 @@ fn block(out: &mut String, e: &EndpointReport) {
         );
     }
     if let Some(h) = &e.handshake {
+        let unverified = e.tls.as_ref().is_some_and(|t| !t.verify);
         let verdict = match (h.ok, h.verified) {
             (true, Some(true)) => "ok, certificate verified",
+            (true, _) if unverified => "ok, certificate not verified (tls.insecure_skip_verify)",
             (true, _) => "ok",
             (false, Some(false)) => "failed, certificate rejected",
             (false, _) => "failed",

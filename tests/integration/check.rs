@@ -134,6 +134,23 @@ async fn wrong_ca_names_the_issuer_and_the_ca_file() {
             .contains("unknown authority"),
         "{e:#?}"
     );
+
+    // With verification off the same server passes, and the report says so.
+    let mut insecure = pki.client_tls("a.remote.test");
+    insecure.insecure_skip_verify = true;
+    let (e, text) = only(remote("a", r.addr, Some(insecure))).await;
+    assert!(e.ok, "{text}");
+    assert_eq!(e.handshake.as_ref().and_then(|h| h.verified), None);
+    assert!(
+        text.contains("  handshake:      ok, certificate not verified (tls.insecure_skip_verify)"),
+        "{text}"
+    );
+    assert!(
+        e.notes
+            .iter()
+            .any(|n| n.contains("tls.insecure_skip_verify: true")),
+        "{e:#?}"
+    );
 }
 
 #[tokio::test]
