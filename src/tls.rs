@@ -4,14 +4,18 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 
 use rustls::client::ResolvesClientCert;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    AlertDescription, CipherSuite, ClientConfig, DigitallySignedStruct, ProtocolVersion,
+    RootCertStore, SignatureScheme,
+};
 use tokio::net::TcpStream;
 
 use crate::config::TlsConfig;
@@ -31,8 +35,8 @@ pub enum TlsError {
         what: &'static str,
         source: rustls::Error,
     },
-    #[error("client certificate verifier: {0}")]
-    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// Installs ring as the process-wide rustls provider; idempotent.
@@ -99,6 +103,8 @@ pub(crate) fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCert
 #[derive(Clone)]
 pub struct ClientTls {
     config: Arc<ClientConfig>,
+    /// The verifier in `config`, kept so that a recorded handshake can wrap it.
+    verifier: Arc<dyn ServerCertVerifier>,
     identity: Option<Arc<CertifiedKey>>,
 }
 
@@ -118,18 +124,21 @@ impl ClientTls {
             &rustls::version::TLS13,
             &rustls::version::TLS12,
         ]);
-        let builder = if tls.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification::new()))
+        // The same verifier `with_root_certificates` would build, held here
+        // so that a recorded handshake can wrap it.
+        let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
+            Arc::new(NoVerification::new())
         } else {
             let ca = tls.ca_file.as_deref().ok_or_else(|| TlsError::Pem {
                 path: PathBuf::from("tls.ca_file"),
                 reason: "not set".into(),
             })?;
             let roots = root_store(load_certs(ca)?)?;
-            builder.with_root_certificates(roots)
+            WebPkiServerVerifier::builder(Arc::new(roots)).build()?
         };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone());
         let identity = match (&tls.cert_file, &tls.key_file) {
             (Some(cert), Some(key)) => {
                 let chain = load_certs(cert)?;
@@ -150,6 +159,7 @@ impl ClientTls {
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(Self {
             config: Arc::new(config),
+            verifier,
             identity,
         })
     }
@@ -164,6 +174,18 @@ impl ClientTls {
         server_name: ServerName<'static>,
         tcp: TcpStream,
     ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool), HandshakeError> {
+        self.connect_recorded(server_name, tcp, None).await
+    }
+
+    /// [`ClientTls::connect`], also writing what the handshake showed into
+    /// `recorder` (the server's certificates even when they fail
+    /// verification), for `thanos-fanout check`.
+    pub async fn connect_recorded(
+        &self,
+        server_name: ServerName<'static>,
+        tcp: TcpStream,
+        recorder: Option<&HandshakeRecorder>,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool), HandshakeError> {
         // One resolver per connection, so we learn whether this server asked
         // for a client certificate.
         let resolver = Arc::new(ClientIdentity {
@@ -172,9 +194,32 @@ impl ClientTls {
         });
         let mut config = (*self.config).clone();
         config.client_auth_cert_resolver = resolver.clone();
+        if let Some(recorder) = recorder {
+            recorder.reset();
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(RecordingVerifier {
+                    inner: self.verifier.clone(),
+                    recorder: recorder.clone(),
+                }));
+        }
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let unanswered = || resolver.requested.load(Ordering::Relaxed) && self.identity.is_none();
-        let stream = match connector.connect(server_name, tcp).await {
+        let requested = || resolver.requested.load(Ordering::Relaxed);
+        let unanswered = || requested() && self.identity.is_none();
+        let result = connector.connect(server_name, tcp).await;
+        if let Some(recorder) = recorder {
+            recorder.update(|facts| {
+                facts.client_certificate_requested = requested();
+                facts.client_certificate_sent = requested() && self.identity.is_some();
+                if let Ok(stream) = &result {
+                    let session = stream.get_ref().1;
+                    facts.version = session.protocol_version();
+                    facts.alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+                    facts.cipher_suite = session.negotiated_cipher_suite().map(|s| s.suite());
+                }
+            });
+        }
+        let stream = match result {
             Ok(stream) => stream,
             // With TLS 1.2 a server that requires a certificate rejects our
             // empty one inside the handshake, with whatever alert it likes.
@@ -264,19 +309,28 @@ fn alert_hint(alert: rustls::AlertDescription) -> Option<&'static str> {
 /// Alerts read after the handshake reach us only as text (hyper keeps the
 /// message, not the rustls error), so recognise rustls' own wording.
 fn explain_alert_text(text: &str) -> Option<String> {
+    alert_in_text(text)
+        .and_then(alert_hint)
+        .map(|hint| format!("{hint}: {text}"))
+}
+
+/// The TLS alert an error text says the remote sent, if it is one operators
+/// meet in the field.
+pub fn alert_in_text(text: &str) -> Option<AlertDescription> {
     use rustls::AlertDescription as A;
     [
         A::CertificateRequired,
         A::UnknownCA,
         A::BadCertificate,
         A::CertificateExpired,
+        A::CertificateUnknown,
+        A::HandshakeFailure,
+        A::AccessDenied,
         A::NoApplicationProtocol,
         A::ProtocolVersion,
     ]
     .into_iter()
     .find(|alert| text.contains(&format!("received fatal alert: {alert:?}")))
-    .and_then(alert_hint)
-    .map(|hint| format!("{hint}: {text}"))
 }
 
 /// Describes an error with its whole source chain, explaining TLS failures
@@ -300,6 +354,113 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+/// What one handshake showed: the certificates the server presented and
+/// what verifying them gave, what was negotiated, and whether the server
+/// asked for a client certificate.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeFacts {
+    /// The server's certificate first, then the intermediates it sent.
+    pub presented: Vec<CertificateDer<'static>>,
+    /// The verifier's verdict on `presented`, once it ran.
+    pub verification: Option<Result<(), rustls::Error>>,
+    pub client_certificate_requested: bool,
+    pub client_certificate_sent: bool,
+    pub version: Option<ProtocolVersion>,
+    pub alpn: Option<Vec<u8>>,
+    pub cipher_suite: Option<CipherSuite>,
+}
+
+/// Where a recorded handshake writes its [`HandshakeFacts`]; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeRecorder(Arc<Mutex<HandshakeFacts>>);
+
+impl HandshakeRecorder {
+    /// What the last recorded handshake showed.
+    pub fn facts(&self) -> HandshakeFacts {
+        match self.0.lock() {
+            Ok(facts) => facts.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HandshakeFacts)) {
+        match self.0.lock() {
+            Ok(mut facts) => f(&mut facts),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn reset(&self) {
+        self.update(|facts| *facts = HandshakeFacts::default());
+    }
+}
+
+/// Records the chain the server presents and the verdict, then answers as
+/// the verifier it wraps: the handshake succeeds or fails exactly as it
+/// would without recording.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    recorder: HandshakeRecorder,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        self.recorder.update(|facts| {
+            facts.presented = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
+            facts.verification = Some(verdict.as_ref().map(|_| ()).map_err(Clone::clone));
+        });
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
 }
 
 /// Hands our certificate (if any) to the server and remembers that it asked.

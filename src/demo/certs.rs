@@ -59,12 +59,36 @@ impl Authority {
         self.leaf(names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A server certificate for `names` valid only from `not_before` to
+    /// `not_after`, each (year, month, day) at midnight UTC: for tests of
+    /// expired and not-yet-valid certificates.
+    pub fn server_valid(
+        &self,
+        names: &[&str],
+        not_before: (i32, u8, u8),
+        not_after: (i32, u8, u8),
+    ) -> Result<Pem, rcgen::Error> {
+        self.leaf_with(names, ExtendedKeyUsagePurpose::ServerAuth, |params| {
+            params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+            params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        })
+    }
+
     /// A client certificate with `common_name`.
     pub fn client(&self, common_name: &str) -> Result<Pem, rcgen::Error> {
         self.leaf(&[common_name], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Pem, rcgen::Error> {
+        self.leaf_with(names, usage, |_| {})
+    }
+
+    fn leaf_with(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Result<Pem, rcgen::Error> {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone())?;
         if let Some(first) = names.first() {
@@ -77,6 +101,7 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
+        adjust(&mut params);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem {

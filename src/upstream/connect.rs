@@ -4,11 +4,12 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -17,7 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::discovery::Dns;
 use crate::target::Dial;
-use crate::tls::{ClientTls, HandshakeError};
+use crate::tls::{ClientTls, HandshakeError, HandshakeFacts, HandshakeRecorder};
 
 /// Why a connection to an endpoint could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,48 @@ pub struct Connector {
     /// Whether the last handshake was asked for a client certificate that
     /// we do not have (see [`ClientTls::connect`]).
     unanswered_certificate_request: Arc<AtomicBool>,
+    /// Where to write what each dial showed (`thanos-fanout check`).
+    recorder: Option<DialRecorder>,
+}
+
+/// What the last dial of an endpoint showed.
+#[derive(Debug, Clone, Default)]
+pub struct DialFacts {
+    /// The address the TCP connection reached (for a name, the address of
+    /// it that answered).
+    pub peer: Option<SocketAddr>,
+    pub tcp_time: Option<Duration>,
+    pub tls_time: Option<Duration>,
+    /// Set once a TLS handshake started.
+    pub tls: Option<HandshakeFacts>,
+}
+
+/// Where a [`Connector`] writes [`DialFacts`]; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct DialRecorder {
+    facts: Arc<Mutex<DialFacts>>,
+    tls: HandshakeRecorder,
+}
+
+impl DialRecorder {
+    /// What the last dial showed.
+    pub fn facts(&self) -> DialFacts {
+        let mut facts = match self.facts.lock() {
+            Ok(facts) => facts.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if facts.tls.is_some() {
+            facts.tls = Some(self.tls.facts());
+        }
+        facts
+    }
+
+    fn update(&self, f: impl FnOnce(&mut DialFacts)) {
+        match self.facts.lock() {
+            Ok(mut facts) => f(&mut facts),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
 }
 
 impl Connector {
@@ -59,7 +102,14 @@ impl Connector {
             tls,
             timeout,
             unanswered_certificate_request: Arc::default(),
+            recorder: None,
         }
+    }
+
+    /// Records what each dial shows into `recorder`.
+    pub fn recorded(mut self, recorder: DialRecorder) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Shared with the endpoint, to explain failures after the handshake.
@@ -95,19 +145,38 @@ impl Connector {
 
     async fn connect(self) -> Result<TokioIo<Conn>, ConnectError> {
         let address = self.dial.to_string();
+        if let Some(recorder) = &self.recorder {
+            recorder.update(|facts| *facts = DialFacts::default());
+        }
+        let started = Instant::now();
         let tcp = tokio::time::timeout(self.timeout, self.tcp(&address))
             .await
             .map_err(|_| ConnectError::Timeout {
                 address: address.clone(),
                 timeout: self.timeout,
             })??;
+        if let Some(recorder) = &self.recorder {
+            recorder.update(|facts| {
+                facts.peer = tcp.peer_addr().ok();
+                facts.tcp_time = Some(started.elapsed());
+            });
+        }
         // gRPC frames are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let Some((tls, server_name)) = self.tls else {
             return Ok(TokioIo::new(Conn::Plain(tcp)));
         };
-        let handshake = tls.connect(server_name.clone(), tcp);
-        let stream = match tokio::time::timeout(self.timeout, handshake).await {
+        let started = Instant::now();
+        let tls_recorder = self.recorder.as_ref().map(|r| {
+            r.update(|facts| facts.tls = Some(HandshakeFacts::default()));
+            &r.tls
+        });
+        let handshake = tls.connect_recorded(server_name.clone(), tcp, tls_recorder);
+        let result = tokio::time::timeout(self.timeout, handshake).await;
+        if let Some(recorder) = &self.recorder {
+            recorder.update(|facts| facts.tls_time = Some(started.elapsed()));
+        }
+        let stream = match result {
             Ok(Ok((stream, unanswered))) => {
                 self.unanswered_certificate_request
                     .store(unanswered, Ordering::Relaxed);

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
-pub use connect::ConnectError;
 use connect::Connector;
+pub use connect::{ConnectError, DialFacts, DialRecorder};
 pub use error::{RemoteError, RemoteErrorKind};
 use pool::Pool;
 pub use pool::StreamLease;
@@ -103,7 +103,8 @@ pub struct RemoteInfo {
 }
 
 impl RemoteInfo {
-    fn from_response(resp: InfoResponse) -> Result<Self, String> {
+    /// Checks and normalises an Info answer; an error says why it is unusable.
+    pub fn from_response(resp: InfoResponse) -> Result<Self, String> {
         let apis = Api::offered_by(&resp);
         if resp.store.is_none() && apis.is_empty() {
             return Err("the endpoint offers none of the APIs we serve (its Info has no store, rules, targets, metric_metadata, exemplars or status)".into());
@@ -177,6 +178,10 @@ pub struct Endpoint {
     pub address: String,
     /// How discovery found it.
     pub spec: EndpointSpec,
+    /// The name verified and sent as SNI; `None` for plaintext.
+    pub server_name: Option<String>,
+    /// The HTTP/2 `:authority` of its requests.
+    pub authority: String,
     /// Longest wait for progress (see `RemoteConfig::timeout`).
     pub timeout: Duration,
     /// Whether this endpoint is one of interchangeable replicas.
@@ -292,7 +297,7 @@ impl Endpoint {
     }
 
     /// A failed call's status with everything known about its cause.
-    fn describe(&self, status: &tonic::Status) -> String {
+    pub fn describe(&self, status: &tonic::Status) -> String {
         let mut text = describe_status(status);
         if self.unanswered_certificate_request.load(Ordering::Relaxed)
             && !text.contains("client certificate")
@@ -343,8 +348,8 @@ impl Endpoint {
         }
     }
 
-    /// Calls Info once and updates the cached state.
-    pub async fn refresh_info(&self, timeout: Duration) {
+    /// Calls Info once, bounded by `timeout`.
+    pub async fn call_info(&self, timeout: Duration) -> Result<InfoResponse, InfoCallError> {
         let mut request = tonic::Request::new(InfoRequest {});
         request.set_timeout(timeout);
         let mut client = client!(
@@ -352,11 +357,21 @@ impl Endpoint {
             self.channel(self.pool.primary()),
             self.compression
         );
-        let result = tokio::time::timeout(timeout, client.info(request)).await;
-        let outcome = match result {
-            Ok(Ok(resp)) => RemoteInfo::from_response(resp.into_inner()),
-            Ok(Err(status)) => Err(self.describe(&status)),
-            Err(_) => Err(format!("Info timed out after {timeout:?}")),
+        match tokio::time::timeout(timeout, client.info(request)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(InfoCallError::Status(status)),
+            Err(_) => Err(InfoCallError::TimedOut(timeout)),
+        }
+    }
+
+    /// Calls Info once and updates the cached state.
+    pub async fn refresh_info(&self, timeout: Duration) {
+        let outcome = match self.call_info(timeout).await {
+            Ok(resp) => RemoteInfo::from_response(resp),
+            Err(InfoCallError::Status(status)) => Err(self.describe(&status)),
+            Err(InfoCallError::TimedOut(timeout)) => {
+                Err(format!("Info timed out after {timeout:?}"))
+            }
         };
         let previous = self.state();
         let state = match outcome {
@@ -499,7 +514,23 @@ impl Remote {
         }
     }
 
+    /// An endpoint for `spec` built exactly as the service builds it, whose
+    /// dials are recorded: for `thanos-fanout check`.
+    pub fn probe(&self, spec: EndpointSpec) -> Result<(Endpoint, DialRecorder), String> {
+        let recorder = DialRecorder::default();
+        let endpoint = self.build_endpoint_with(spec, Some(recorder.clone()))?;
+        Ok((endpoint, recorder))
+    }
+
     fn build_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, String> {
+        self.build_endpoint_with(spec, None)
+    }
+
+    fn build_endpoint_with(
+        &self,
+        spec: EndpointSpec,
+        recorder: Option<DialRecorder>,
+    ) -> Result<Endpoint, String> {
         let config = &self.config;
         let server_name_override = config.tls.as_ref().and_then(|t| t.server_name.clone());
         // Verify and SNI by the configured name, else by the host the endpoint
@@ -510,7 +541,7 @@ impl Remote {
         let tls = match &self.client_tls {
             Some(tls) => Some((
                 tls.clone(),
-                ServerName::try_from(server_name).map_err(|e| e.to_string())?,
+                ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?,
             )),
             None => None,
         };
@@ -531,12 +562,16 @@ impl Remote {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(false);
-        let connector = Connector::new(
+        let server_name = tls.is_some().then_some(server_name);
+        let mut connector = Connector::new(
             spec.dial.clone(),
             self.dns.clone(),
             tls,
             config.connect_timeout,
         );
+        if let Some(recorder) = recorder {
+            connector = connector.recorded(recorder);
+        }
         let address = spec.dial.to_string();
         let metrics = self.families.endpoint(&self.name, &address);
         metrics.up.set(0);
@@ -551,6 +586,8 @@ impl Remote {
             remote: self.name.clone(),
             address,
             spec,
+            server_name,
+            authority,
             timeout: config.timeout,
             mode: config.mode,
             pool,
@@ -609,6 +646,13 @@ pub async fn poll_info(upstreams: Arc<Upstreams>, interval: Duration, timeout: D
         ticker.tick().await;
         upstreams.refresh_all(timeout).await;
     }
+}
+
+/// Why an Info call gave no answer.
+#[derive(Debug)]
+pub enum InfoCallError {
+    Status(tonic::Status),
+    TimedOut(Duration),
 }
 
 /// A gRPC status with everything known about its cause, for warnings and logs.
