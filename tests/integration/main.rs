@@ -15,5 +15,6 @@ mod info;
 mod labels;
 mod replicas;
 mod series;
+mod status;
 mod tls;
 mod workload;
