@@ -1,6 +1,6 @@
-//! The HTTP side: `/metrics` for Prometheus, `/-/healthy` for liveness and
+//! The HTTP side: `/metrics` for Prometheus, `/-/healthy` for liveness,
 //! `/-/ready` for readiness (ready once every remote was asked for Info once;
-//! the app says when).
+//! the app says when), and the status page (`/`, `/status.json`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::status::StatusPage;
+
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
@@ -25,13 +27,15 @@ pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
+    status: StatusPage,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(ready_probe))
-        .with_state(AdminState { registry, ready });
+        .with_state(AdminState { registry, ready })
+        .merge(status.router());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -16,6 +16,7 @@ use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
 use crate::fanout::{Fanout, Prefetch};
 use crate::metrics::{RemoteFamilies, ServerMetrics};
 use crate::server::{self, ApiService, InfoService, Services, StoreService};
+use crate::status::{Settings, StatusPage};
 use crate::tls;
 use crate::upstream::{self, UpstreamError, Upstreams};
 
@@ -259,12 +260,17 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
         let shutdown = until_stopped(stopped.clone());
         async move { Ok(server::serve(grpc_listener, services, shutdown).await?) }
     });
+    let status = StatusPage::new(
+        upstreams.clone(),
+        ready.subscribe(),
+        Settings::new(&config, grpc_addr, http_addr),
+    );
     servers.spawn({
         let shutdown = until_stopped(stopped);
         let registry = registry.clone();
         let ready = ready.clone();
         async move {
-            crate::admin::serve(http_listener, registry, ready.subscribe(), shutdown)
+            crate::admin::serve(http_listener, registry, ready.subscribe(), status, shutdown)
                 .await
                 .map_err(AppError::Http)
         }

@@ -14,6 +14,7 @@ pub mod labelset;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod status;
 pub mod target;
 pub mod telemetry;
 pub mod tls;

@@ -43,7 +43,7 @@ impl Method {
 
     /// The methods called on remotes and counted per call (Info has its own
     /// failure counter).
-    const CALLED: [Method; 8] = [
+    pub const CALLED: [Method; 8] = [
         Method::Series,
         Method::LabelNames,
         Method::LabelValues,
@@ -216,6 +216,50 @@ impl RemoteFamilies {
         families
     }
 
+    /// Calls made to `remote` so far, one entry per method in
+    /// [`Method::CALLED`] order, read from the families without creating
+    /// label children.
+    pub fn remote_calls(&self, remote: &str) -> Vec<MethodCalls> {
+        Method::CALLED
+            .iter()
+            .map(|&method| {
+                let count = |outcome| {
+                    self.calls
+                        .get(&CallLabels {
+                            remote: remote.to_owned(),
+                            method,
+                            outcome,
+                        })
+                        .map_or(0, |counter| counter.get())
+                };
+                let by_method = RemoteMethodLabels {
+                    remote: remote.to_owned(),
+                    method,
+                };
+                let sum_count =
+                    |family: &Family<RemoteMethodLabels, Histogram, fn() -> Histogram>| {
+                        family
+                            .get(&by_method)
+                            .map_or((0.0, 0), |h| (h.sum(), h.count()))
+                    };
+                let (duration_seconds_sum, duration_count) = sum_count(&self.duration);
+                let (first_frame_seconds_sum, first_frame_count) = sum_count(&self.first_frame);
+                MethodCalls {
+                    method,
+                    success: count(Outcome::Success),
+                    error: count(Outcome::Error),
+                    timeout: count(Outcome::Timeout),
+                    cancelled: count(Outcome::Cancelled),
+                    in_flight: self.in_flight.get(&by_method).map_or(0, |g| g.get()),
+                    duration_seconds_sum,
+                    duration_count,
+                    first_frame_seconds_sum,
+                    first_frame_count,
+                }
+            })
+            .collect()
+    }
+
     /// Drops the label children of an endpoint discovery removed.
     pub fn forget_endpoint(&self, remote: &str, endpoint: &str) {
         let labels = EndpointLabels {
@@ -271,6 +315,25 @@ impl RemoteFamilies {
             chunks_received: self.chunks_received.get_or_create(&per_remote).clone(),
         }
     }
+}
+
+/// One method's calls to one remote so far, as the metrics count them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MethodCalls {
+    pub method: Method,
+    pub success: u64,
+    pub error: u64,
+    pub timeout: u64,
+    /// Ended by the caller (or an abort) before the remote finished: not
+    /// the remote's failure.
+    pub cancelled: u64,
+    pub in_flight: i64,
+    /// Until the last frame.
+    pub duration_seconds_sum: f64,
+    pub duration_count: u64,
+    /// Until the first answer frame.
+    pub first_frame_seconds_sum: f64,
+    pub first_frame_count: u64,
 }
 
 /// Handles for one endpoint.

@@ -164,6 +164,12 @@ impl ClientTls {
         })
     }
 
+    /// The client certificate presented to the remote (the first of its
+    /// chain), if one is configured.
+    pub fn client_certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.identity.as_ref().and_then(|key| key.cert.first())
+    }
+
     /// Runs the TLS handshake over `tcp`, verifying the peer as `server_name`.
     /// Also tells whether the server asked for a client certificate that we
     /// do not have: servers may ask without requiring one (nginx

@@ -115,6 +115,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
         "\nthanos-fanout demo is running.\n\n\
          remotes: three synthetic clusters over mutual TLS (certificates in {dir})\n{remotes}\n\
          register it in a querier:   thanos query --endpoint={addr}\n\
+         status page:                http://{http}/  (and /status.json)\n\
          metrics and probes:         http://{http}/metrics  /-/ready  /-/healthy\n\
          try with grpcurl:           grpcurl -plaintext {addr} thanos.info.Info/Info\n\
          \x20                           grpcurl -plaintext -d '{{\"min_time\":0,\"max_time\":{max},\"matchers\":[{{\"name\":\"__name__\",\"value\":\"up\"}}]}}' {addr} thanos.Store/Series\n\n\

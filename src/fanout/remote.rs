@@ -114,7 +114,11 @@ impl RemoteCall {
             Ok(()) => Outcome::Success,
             Err(error) => {
                 tracing::warn!(%error, method = ?self.method, "remote call failed");
-                error.kind.outcome()
+                let outcome = error.kind.outcome();
+                if outcome != Outcome::Success {
+                    self.selected.endpoint.note_failure(self.method, error);
+                }
+                outcome
             }
         };
         let seconds = self.elapsed().as_secs_f64();

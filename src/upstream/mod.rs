@@ -8,8 +8,8 @@ mod pool;
 mod snappy;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::pki_types::ServerName;
 use tokio::sync::watch;
@@ -26,7 +26,7 @@ pub use snappy::RemoteChannel;
 use crate::config::{Compression, RemoteConfig, RemoteMode};
 use crate::discovery::{Dns, EndpointSet};
 use crate::labelset;
-use crate::metrics::{EndpointMetrics, RemoteFamilies};
+use crate::metrics::{EndpointMetrics, Method, MethodCalls, RemoteFamilies};
 use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::relay::store_client::StoreClient as RelayStoreClient;
 use crate::proto::thanos::Label;
@@ -153,6 +153,17 @@ pub struct EndpointState {
     pub healthy: bool,
     pub last_error: Option<String>,
     pub last_check: Option<Instant>,
+    /// How long the last Info call took, or took to fail.
+    pub info_latency: Option<Duration>,
+}
+
+/// The last call to an endpoint that did not succeed, kept for the status
+/// page: a remote can answer Info and still fail or time out on queries.
+#[derive(Debug, Clone)]
+pub struct CallFailure {
+    pub at: SystemTime,
+    pub method: Method,
+    pub error: RemoteErrorKind,
 }
 
 /// Whether an endpoint may be queried; see [`Endpoint::availability`].
@@ -193,6 +204,7 @@ pub struct Endpoint {
     /// Set while the remote asks for a client certificate we do not have.
     unanswered_certificate_request: Arc<AtomicBool>,
     state: RwLock<Arc<EndpointState>>,
+    last_failure: Mutex<Option<Arc<CallFailure>>>,
     pub metrics: EndpointMetrics,
 }
 
@@ -317,6 +329,27 @@ impl Endpoint {
         }
     }
 
+    /// Remembers a call that failed, timed out or was cut short.
+    pub fn note_failure(&self, method: Method, error: &RemoteError) {
+        let failure = Arc::new(CallFailure {
+            at: SystemTime::now(),
+            method,
+            error: error.kind.clone(),
+        });
+        match self.last_failure.lock() {
+            Ok(mut slot) => *slot = Some(failure),
+            Err(poisoned) => *poisoned.into_inner() = Some(failure),
+        }
+    }
+
+    /// The last call that did not succeed, if any.
+    pub fn last_failure(&self) -> Option<Arc<CallFailure>> {
+        match self.last_failure.lock() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// The one health rule: whether the endpoint may be queried now, and if
     /// not, why.
     pub fn availability(&self) -> Availability {
@@ -366,7 +399,10 @@ impl Endpoint {
 
     /// Calls Info once and updates the cached state.
     pub async fn refresh_info(&self, timeout: Duration) {
-        let outcome = match self.call_info(timeout).await {
+        let started = Instant::now();
+        let result = self.call_info(timeout).await;
+        let latency = started.elapsed();
+        let outcome = match result {
             Ok(resp) => RemoteInfo::from_response(resp),
             Err(InfoCallError::Status(status)) => Err(self.describe(&status)),
             Err(InfoCallError::TimedOut(timeout)) => {
@@ -394,6 +430,7 @@ impl Endpoint {
                     healthy: true,
                     last_error: None,
                     last_check: Some(Instant::now()),
+                    info_latency: Some(latency),
                 }
             }
             Err(error) => {
@@ -409,6 +446,7 @@ impl Endpoint {
                     healthy: false,
                     last_error: Some(error),
                     last_check: Some(Instant::now()),
+                    info_latency: Some(latency),
                 }
             }
         };
@@ -461,6 +499,21 @@ impl Remote {
             streams_per_connection,
             endpoints: RwLock::new(Arc::new(Vec::new())),
         })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &RemoteConfig {
+        &self.config
+    }
+
+    /// The client certificate it presents, if one is configured.
+    pub fn client_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        self.client_tls.as_ref()?.client_certificate()
+    }
+
+    /// Calls made to it so far, per method (see [`RemoteFamilies::remote_calls`]).
+    pub fn calls(&self) -> Vec<MethodCalls> {
+        self.families.remote_calls(&self.name)
     }
 
     /// The current endpoints.
@@ -599,6 +652,7 @@ impl Remote {
             snappy: config.compression == Compression::Snappy,
             unanswered_certificate_request,
             state: RwLock::new(Arc::new(EndpointState::default())),
+            last_failure: Mutex::new(None),
             metrics,
         })
     }

@@ -16,6 +16,7 @@ mod info;
 mod labels;
 mod replicas;
 mod series;
+mod status;
 mod tls;
 mod tracing;
 mod workload;
