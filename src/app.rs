@@ -1,6 +1,6 @@
 //! Wires the components together: builds remotes from the config (loading
 //! certificates) before binding any port, owns the metrics registry, starts
-//! the Info poller and both listeners, and drives shutdown.
+//! the Info poller, config reloads and both listeners, and drives shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,14 +11,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::ValidConfig;
-use crate::discovery::{DiscoveryMetrics, Dns, RemoteDiscovery};
+use crate::config::{ConfigSource, ValidConfig};
+use crate::discovery::DiscoveryMetrics;
 use crate::fanout::{Fanout, Prefetch};
 use crate::metrics::{RemoteFamilies, ServerMetrics};
+use crate::reload::{Hangups, ReloadMetrics, ReloadStatus, Reloader};
+use crate::remotes::{RemoteSet, RemotesError};
 use crate::server::{self, ApiService, InfoService, Services, StoreService};
 use crate::status::{Settings, StatusPage};
 use crate::tls;
-use crate::upstream::{self, UpstreamError, Upstreams};
+use crate::upstream::{self, Upstreams};
 
 /// Whether we are ready to answer queries: every remote endpoint has been
 /// asked for Info once. The app sets it; the HTTP probe and
@@ -57,14 +59,7 @@ impl Readiness {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error("discovery: {0}")]
-    Resolver(String),
-    #[error("remote {remote}: {source}")]
-    Target {
-        remote: String,
-        source: crate::target::TargetError,
-    },
+    Remotes(#[from] RemotesError),
     #[error("listen on {what} address {address}: {source}")]
     Bind {
         what: &'static str,
@@ -84,6 +79,8 @@ pub struct Running {
     pub upstreams: Arc<Upstreams>,
     pub registry: Arc<Registry>,
     pub ready: Readiness,
+    /// How config reloads go.
+    pub reloads: watch::Receiver<ReloadStatus>,
     stop: watch::Sender<bool>,
     servers: JoinSet<Result<(), AppError>>,
     background: JoinSet<()>,
@@ -146,42 +143,44 @@ async fn bind(what: &'static str, address: &str) -> Result<(TcpListener, SocketA
     Ok((listener, local))
 }
 
-/// Builds everything from a validated `config` and starts serving.
+/// How the running config is read again, and whether SIGHUP asks for it.
+#[derive(Debug, Clone)]
+pub struct ReloadFrom {
+    pub source: ConfigSource,
+    pub sighup: bool,
+}
+
+/// Builds everything from a validated `config` and starts serving. The
+/// certificate files `config` names are reloaded when they change.
 pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
+    let reload = ReloadFrom {
+        source: ConfigSource::Fixed(Box::new((*config).clone())),
+        sighup: false,
+    };
+    start_with(config, reload).await
+}
+
+/// Like [`start`], for a `config` that was loaded from `reload.source`:
+/// when that source's files change (or on SIGHUP, if asked), it is read
+/// again and applied.
+pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Running, AppError> {
     tls::install_crypto_provider();
     let mut registry = Registry::default();
     crate::metrics::register_build_info(&mut registry);
     let families = RemoteFamilies::register(&mut registry);
     let server_metrics = ServerMetrics::register(&mut registry);
     let discovery_metrics = DiscoveryMetrics::register(&mut registry);
-    let dns = Dns::new(
-        &config.discovery.nameserver_addrs(),
-        config.discovery.refresh_interval,
-    )
-    .map_err(AppError::Resolver)?;
+    let reload_metrics = ReloadMetrics::register(&mut registry);
+    let hangups = match reload.sighup {
+        true => Hangups::listen(),
+        false => Hangups::ignored(),
+    };
+    // Hashes the files before the certificates are first read.
+    let reloader = Reloader::new(reload.source, &config, reload_metrics);
+    let upstreams = Arc::new(Upstreams::default());
+    let mut remotes = RemoteSet::new(&config, upstreams.clone(), families, discovery_metrics)?;
     // Certificates and targets are checked here, before any port is bound.
-    let upstreams = Arc::new(Upstreams::build(
-        &config.remotes,
-        &families,
-        &dns,
-        config.fanout.streams_per_connection,
-    )?);
-    let mut discoveries = Vec::with_capacity(config.remotes.len());
-    let mut endpoint_sets = Vec::with_capacity(config.remotes.len());
-    for remote in &config.remotes {
-        let (discovery, sets) = RemoteDiscovery::new(
-            remote,
-            dns.clone(),
-            config.discovery.clone(),
-            discovery_metrics.clone(),
-        )
-        .map_err(|source| AppError::Target {
-            remote: remote.name.clone(),
-            source,
-        })?;
-        discoveries.push(discovery);
-        endpoint_sets.push(sets);
-    }
+    let first = remotes.prepare(&config)?;
     let prefetch = Prefetch::new(
         config.fanout.prefetch_bytes,
         config.fanout.prefetch_bytes_total,
@@ -201,19 +200,15 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
 
+    let reloads = reloader.status();
     let mut background = JoinSet::new();
     {
         let health_reporter = health_reporter.clone();
         let upstreams = upstreams.clone();
         let ready = ready.clone();
-        let info = config.info.clone();
         background.spawn(async move {
             // First every remote's endpoints, then their Info, then ready.
-            futures::future::join_all(discoveries.iter_mut().map(RemoteDiscovery::refresh)).await;
-            for (remote, sets) in upstreams.remotes.iter().zip(&mut endpoint_sets) {
-                remote.set_endpoints(&sets.borrow_and_update());
-            }
-            upstreams.refresh_all(info.timeout).await;
+            remotes.apply(first).await;
             let endpoints = upstreams.endpoints();
             let healthy = endpoints.iter().filter(|e| e.queryable().is_some()).count();
             tracing::info!(
@@ -225,22 +220,10 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::Serving)
                 .await;
-            // Discovery, the remotes following it, and Info polling live as
-            // long as this task: shutdown aborts it, and them with it.
-            let discovery =
-                futures::future::join_all(discoveries.into_iter().map(RemoteDiscovery::run));
-            let follow = futures::future::join_all(
-                upstreams
-                    .remotes
-                    .iter()
-                    .zip(endpoint_sets)
-                    .map(|(remote, sets)| remote.follow(sets, info.timeout)),
-            );
-            let poll = async {
-                tokio::time::sleep(info.interval).await;
-                upstream::poll_info(upstreams.clone(), info.interval, info.timeout).await;
-            };
-            tokio::join!(discovery, follow, poll);
+            // Discovery, the remotes following it, Info polling and reloads
+            // live as long as this task: shutdown aborts it, and them with it.
+            let poll = upstream::poll_info(upstreams.clone(), remotes.info());
+            tokio::join!(poll, reloader.run(remotes, hangups));
         });
     }
 
@@ -275,13 +258,14 @@ pub async fn start(config: ValidConfig) -> Result<Running, AppError> {
                 .map_err(AppError::Http)
         }
     });
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, remotes = upstreams.remotes.len(), "listening");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, remotes = config.remotes.len(), "listening");
     Ok(Running {
         grpc_addr,
         http_addr,
         upstreams,
         registry,
         ready,
+        reloads,
         stop,
         servers,
         background,

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat, Overrides};
+use crate::app::ReloadFrom;
+use crate::config::{Config, ConfigSource, LogFormat, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,6 +116,14 @@ pub fn main() -> ExitCode {
             }
         }
     };
+    // The service reads the same layers again when the file changes or on SIGHUP.
+    let reload = ReloadFrom {
+        source: ConfigSource::Layered {
+            file: cli.config.clone(),
+            overrides,
+        },
+        sighup: true,
+    };
     let result = match cli.command {
         Some(Command::Check { output }) => {
             let code = check(&runtime, &config, cli.config.as_deref(), output);
@@ -125,7 +134,7 @@ pub fn main() -> ExitCode {
             .block_on(crate::demo::run(config, once))
             .map_err(|e| e.to_string()),
         None => runtime.block_on(async move {
-            match crate::app::start(config).await {
+            match crate::app::start_with(config, reload).await {
                 Ok(running) => running
                     .run_until(crate::app::shutdown_signal())
                     .await

@@ -28,8 +28,13 @@ const SECTIONS: &[&str] = &[
     "info",
     "fanout",
     "discovery",
+    "reload",
     "remotes",
 ];
+
+/// Sections a reload applies while running; a change anywhere else is
+/// logged as needing a restart.
+const RELOADABLE: &[&str] = &["info", "discovery", "reload", "remotes"];
 
 /// Upper bound for `fanout.streams_per_connection`.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1000;
@@ -45,6 +50,7 @@ pub struct Config {
     pub info: InfoConfig,
     pub fanout: FanoutConfig,
     pub discovery: DiscoveryConfig,
+    pub reload: ReloadConfig,
     pub remotes: Vec<RemoteConfig>,
 }
 
@@ -213,6 +219,23 @@ impl DiscoveryConfig {
             .iter()
             .filter_map(|n| n.parse().ok())
             .collect()
+    }
+}
+
+/// How changes to the config file and the certificate files it names are noticed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the files are checked for changed content (SIGHUP reloads at once).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+        }
     }
 }
 
@@ -407,6 +430,7 @@ impl Config {
                 self.discovery.refresh_interval,
             ),
             ("discovery.file_interval", self.discovery.file_interval),
+            ("reload.interval", self.reload.interval),
         ] {
             if d.is_zero() {
                 return Err(invalid(key.into(), "must be greater than 0".into()));
@@ -532,6 +556,82 @@ impl Deref for ValidConfig {
 
     fn deref(&self) -> &Config {
         &self.0
+    }
+}
+
+impl Config {
+    /// Every CA, certificate and key file the remotes' TLS sections name, in
+    /// config order.
+    pub fn certificate_files(&self) -> Vec<PathBuf> {
+        self.remotes
+            .iter()
+            .filter_map(|r| r.tls.as_ref())
+            .flat_map(|t| [&t.ca_file, &t.cert_file, &t.key_file])
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The keys that differ between `self` and `next` and only take effect
+    /// after a restart (listen addresses, log settings, fan-out limits).
+    pub fn needs_restart(&self, next: &Config) -> Vec<String> {
+        let (Ok(serde_yaml::Value::Mapping(old)), Ok(serde_yaml::Value::Mapping(new))) =
+            (serde_yaml::to_value(self), serde_yaml::to_value(next))
+        else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        for (section, value) in &new {
+            let name = section.as_str().unwrap_or_default();
+            let before = old.get(section);
+            if RELOADABLE.contains(&name) || before == Some(value) {
+                continue;
+            }
+            match (before, value) {
+                (Some(serde_yaml::Value::Mapping(before)), serde_yaml::Value::Mapping(after)) => {
+                    keys.extend(
+                        after
+                            .iter()
+                            .filter(|(key, value)| before.get(*key) != Some(*value))
+                            .map(|(key, _)| format!("{name}.{}", key.as_str().unwrap_or_default())),
+                    );
+                }
+                _ => keys.push(name.to_owned()),
+            }
+        }
+        keys
+    }
+}
+
+/// Where the configuration comes from, so that it can be read again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// Defaults, the file, `FANOUT_*` variables and these flags, layered as
+    /// [`Config::load`] does.
+    Layered {
+        file: Option<PathBuf>,
+        overrides: Overrides,
+    },
+    /// A config built in memory (the demo, tests): reading it again only
+    /// reloads the certificate files it names.
+    Fixed(Box<Config>),
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration again.
+    pub fn load(&self) -> Result<ValidConfig, ConfigError> {
+        match self {
+            Self::Layered { file, overrides } => Config::load(file.as_deref(), overrides),
+            Self::Fixed(config) => config.clone().validate(None),
+        }
+    }
+
+    /// The config file, if there is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Layered { file, .. } => file.as_deref(),
+            Self::Fixed(_) => None,
+        }
     }
 }
 
@@ -696,5 +796,36 @@ mod tests {
             .expect_err("bad target");
         let text = err.to_string();
         assert!(text.contains("east") && text.contains("no-port"), "{text}");
+    }
+
+    #[test]
+    fn only_restart_settings_need_a_restart() {
+        let running = load_str("remotes:\n  - {name: a, targets: [\"h:1\"]}\n")
+            .expect("loads")
+            .into_inner();
+        let mut next = running.clone();
+        next.remotes[0].targets.push("h:2".into());
+        next.discovery.stale_after = Duration::from_secs(1);
+        next.info.interval = Duration::from_secs(1);
+        next.reload.interval = Duration::from_secs(1);
+        assert!(running.needs_restart(&next).is_empty());
+        next.grpc.listen = "127.0.0.1:1".into();
+        next.fanout.buffer_frames = 1;
+        assert_eq!(
+            running.needs_restart(&next),
+            vec!["grpc.listen".to_owned(), "fanout.buffer_frames".to_owned()]
+        );
+    }
+
+    #[test]
+    fn certificate_files_are_listed() {
+        let config = load_str(
+            "remotes:\n  - {name: a, targets: [\"h:1\"], tls: {ca_file: /ca.pem, cert_file: /c.pem, key_file: /k.pem}}\n  - {name: b, targets: [\"h:2\"]}\n",
+        )
+        .expect("loads");
+        assert_eq!(
+            config.certificate_files(),
+            ["/ca.pem", "/c.pem", "/k.pem"].map(PathBuf::from)
+        );
     }
 }

@@ -13,6 +13,8 @@ pub mod fanout;
 pub mod labelset;
 pub mod metrics;
 pub mod proto;
+pub mod reload;
+pub mod remotes;
 pub mod server;
 pub mod status;
 pub mod target;

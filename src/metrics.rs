@@ -272,6 +272,36 @@ impl RemoteFamilies {
         self.last_info_success.remove(&labels);
     }
 
+    /// Drops every label child of a remote that is no longer configured,
+    /// and of its `endpoints`.
+    pub fn forget_remote<'a>(&self, remote: &str, endpoints: impl IntoIterator<Item = &'a str>) {
+        for endpoint in endpoints {
+            self.forget_endpoint(remote, endpoint);
+        }
+        for method in Method::CALLED {
+            for outcome in Outcome::ALL {
+                self.calls.remove(&CallLabels {
+                    remote: remote.to_owned(),
+                    method,
+                    outcome,
+                });
+            }
+            let labels = RemoteMethodLabels {
+                remote: remote.to_owned(),
+                method,
+            };
+            self.in_flight.remove(&labels);
+            self.duration.remove(&labels);
+            self.first_frame.remove(&labels);
+        }
+        let labels = RemoteLabels {
+            remote: remote.to_owned(),
+        };
+        self.series_received.remove(&labels);
+        self.series_bytes_received.remove(&labels);
+        self.chunks_received.remove(&labels);
+    }
+
     /// Creates the label children of one endpoint.
     pub fn endpoint(&self, remote: &str, endpoint: &str) -> EndpointMetrics {
         let labels = EndpointLabels {

@@ -99,6 +99,82 @@ pub(crate) fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCert
     Ok(roots)
 }
 
+/// One PEM file's path and contents.
+#[derive(Debug, Clone)]
+struct PemFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl PemFile {
+    fn read(path: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            path: path.to_owned(),
+            bytes: read(path)?,
+        })
+    }
+
+    fn certs(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        parse_certs(&self.bytes).map_err(|reason| TlsError::Pem {
+            path: self.path.clone(),
+            reason,
+        })
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        parse_key(&self.bytes).map_err(|reason| TlsError::Pem {
+            path: self.path.clone(),
+            reason,
+        })
+    }
+}
+
+/// The CA, certificate and key files a remote's TLS section names, read
+/// once: what is compared to tell whether they changed is what is loaded.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// None when verification is off.
+    ca: Option<PemFile>,
+    cert: Option<PemFile>,
+    key: Option<PemFile>,
+}
+
+impl TlsFiles {
+    /// Reads the files `tls` names (not the CA when verification is off).
+    pub fn read(tls: &TlsConfig) -> Result<Self, TlsError> {
+        let ca = if tls.insecure_skip_verify {
+            None
+        } else {
+            let path = tls.ca_file.as_deref().ok_or_else(|| TlsError::Pem {
+                path: PathBuf::from("tls.ca_file"),
+                reason: "not set".into(),
+            })?;
+            Some(PemFile::read(path)?)
+        };
+        let (cert, key) = match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => (Some(PemFile::read(cert)?), Some(PemFile::read(key)?)),
+            _ => (None, None),
+        };
+        Ok(Self { ca, cert, key })
+    }
+
+    /// A hash of the files' contents.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+        for file in [&self.ca, &self.cert, &self.key] {
+            match file {
+                Some(file) => {
+                    hasher.update(&[1]);
+                    hasher.update(&(file.bytes.len() as u64).to_le_bytes());
+                    hasher.update(&file.bytes);
+                }
+                None => hasher.update(&[0]),
+            }
+        }
+        hasher.digest()
+    }
+}
+
 /// Client TLS for one remote, with the name it verifies and sends as SNI.
 #[derive(Clone)]
 pub struct ClientTls {
@@ -119,6 +195,11 @@ impl std::fmt::Debug for ClientTls {
 impl ClientTls {
     /// Loads the CA, client certificate and key named in `tls`.
     pub fn from_config(tls: &TlsConfig) -> Result<Self, TlsError> {
+        Self::from_files(&TlsFiles::read(tls)?)
+    }
+
+    /// Builds the client config from files already read.
+    pub fn from_files(files: &TlsFiles) -> Result<Self, TlsError> {
         install_crypto_provider();
         let builder = ClientConfig::builder_with_protocol_versions(&[
             &rustls::version::TLS13,
@@ -126,23 +207,20 @@ impl ClientTls {
         ]);
         // The same verifier `with_root_certificates` would build, held here
         // so that a recorded handshake can wrap it.
-        let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
-            Arc::new(NoVerification::new())
-        } else {
-            let ca = tls.ca_file.as_deref().ok_or_else(|| TlsError::Pem {
-                path: PathBuf::from("tls.ca_file"),
-                reason: "not set".into(),
-            })?;
-            let roots = root_store(load_certs(ca)?)?;
-            WebPkiServerVerifier::builder(Arc::new(roots)).build()?
+        let verifier: Arc<dyn ServerCertVerifier> = match &files.ca {
+            Some(ca) => {
+                let roots = root_store(ca.certs()?)?;
+                WebPkiServerVerifier::builder(Arc::new(roots)).build()?
+            }
+            None => Arc::new(NoVerification::new()),
         };
         let builder = builder
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
-        let identity = match (&tls.cert_file, &tls.key_file) {
+        let identity = match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => {
-                let chain = load_certs(cert)?;
-                let key = load_key(key)?;
+                let chain = cert.certs()?;
+                let key = key.key()?;
                 let provider = rustls::crypto::ring::default_provider();
                 let certified =
                     CertifiedKey::from_der(chain, key, &provider).map_err(|source| {

@@ -4,6 +4,7 @@
 //! SERVFAIL, network), which callers treat very differently.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -36,9 +37,10 @@ pub struct Answer {
 }
 
 /// The resolver shared by discovery and by connections to `dnssrvnoa+` names.
+/// Clones share it, so [`Dns::replace_with`] reconfigures every user at once.
 #[derive(Clone)]
 pub struct Dns {
-    resolver: TokioResolver,
+    resolver: Arc<RwLock<TokioResolver>>,
 }
 
 impl std::fmt::Debug for Dns {
@@ -73,13 +75,32 @@ impl Dns {
         // whatever negative TTL a zone advertises.
         opts.negative_max_ttl = Some(negative_ttl);
         let resolver = builder.build().map_err(|e| format!("resolver: {e}"))?;
-        Ok(Self { resolver })
+        Ok(Self {
+            resolver: Arc::new(RwLock::new(resolver)),
+        })
+    }
+
+    /// From now on, every clone of this resolver asks as `other` does (its
+    /// name servers and settings). Lookups in progress finish as they were.
+    pub fn replace_with(&self, other: &Dns) {
+        let resolver = other.resolver();
+        match self.resolver.write() {
+            Ok(mut slot) => *slot = resolver,
+            Err(poisoned) => *poisoned.into_inner() = resolver,
+        }
+    }
+
+    fn resolver(&self) -> TokioResolver {
+        match self.resolver.read() {
+            Ok(resolver) => resolver.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Addresses of `host` (A and AAAA, CNAMEs followed).
     pub async fn lookup_ip(&self, host: &str) -> Result<(Vec<IpAddr>, Instant), LookupError> {
         let lookup = self
-            .resolver
+            .resolver()
             .lookup_ip(fqdn(host))
             .await
             .map_err(|e| classify(host, "A/AAAA", e))?;
@@ -93,7 +114,7 @@ impl Dns {
     /// SRV records of `name` as (target without trailing dot, port).
     async fn lookup_srv(&self, name: &str) -> Result<(Vec<(String, u16)>, Instant), LookupError> {
         let lookup = self
-            .resolver
+            .resolver()
             .srv_lookup(fqdn(name))
             .await
             .map_err(|e| classify(name, "SRV", e))?;

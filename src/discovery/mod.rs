@@ -13,4 +13,4 @@ mod watch;
 
 pub use dns::{Dns, LookupError};
 pub use file::read_file_sd;
-pub use watch::{DiscoveryMetrics, EndpointSet, RemoteDiscovery};
+pub use watch::{DiscoveryMetrics, DiscoverySettings, EndpointSet, RemoteDiscovery};

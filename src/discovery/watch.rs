@@ -75,6 +75,25 @@ impl DiscoveryMetrics {
         metrics
     }
 
+    /// Drops the label children of a remote that is no longer configured.
+    pub fn forget_remote(&self, remote: &str) {
+        for result in [
+            LookupResult::Success,
+            LookupResult::Missing,
+            LookupResult::Failed,
+        ] {
+            self.lookups.remove(&LookupLabels {
+                remote: remote.to_owned(),
+                result,
+            });
+        }
+        let labels = RemoteLabels {
+            remote: remote.to_owned(),
+        };
+        self.endpoints.remove(&labels);
+        self.file_errors.remove(&labels);
+    }
+
     fn lookup(&self, remote: &str, result: LookupResult) {
         self.lookups
             .get_or_create(&LookupLabels {
@@ -94,13 +113,34 @@ struct TargetState {
     missing_since: Option<Instant>,
 }
 
+/// What one remote's discovery looks for, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoverySettings {
+    targets: Vec<Target>,
+    files: Vec<PathBuf>,
+    config: DiscoveryConfig,
+}
+
+impl DiscoverySettings {
+    /// `remote`'s targets (parsed) and file_sd files, found as `config` says.
+    pub fn new(remote: &RemoteConfig, config: &DiscoveryConfig) -> Result<Self, TargetError> {
+        Ok(Self {
+            targets: remote
+                .targets
+                .iter()
+                .map(|raw| Target::parse(raw))
+                .collect::<Result<_, _>>()?,
+            files: remote.file_sd.clone(),
+            config: config.clone(),
+        })
+    }
+}
+
 /// Keeps one remote's endpoint set up to date.
 pub struct RemoteDiscovery {
     name: Arc<str>,
     dns: Dns,
-    config: DiscoveryConfig,
-    static_targets: Vec<Target>,
-    files: Vec<PathBuf>,
+    settings: DiscoverySettings,
     /// Last good text and targets of each file.
     file_targets: HashMap<PathBuf, (String, Vec<Target>)>,
     next_file_check: Instant,
@@ -111,26 +151,19 @@ pub struct RemoteDiscovery {
 }
 
 impl RemoteDiscovery {
-    /// Discovery for `remote`, and the channel its endpoint sets come on
-    /// (empty until the first [`RemoteDiscovery::refresh`]).
+    /// Discovery for the remote `name`, and the channel its endpoint sets
+    /// come on (empty until the first [`RemoteDiscovery::refresh`]).
     pub fn new(
-        remote: &RemoteConfig,
+        name: &str,
+        settings: DiscoverySettings,
         dns: Dns,
-        config: DiscoveryConfig,
         metrics: DiscoveryMetrics,
-    ) -> Result<(Self, watch::Receiver<EndpointSet>), TargetError> {
-        let static_targets = remote
-            .targets
-            .iter()
-            .map(|raw| Target::parse(raw))
-            .collect::<Result<_, _>>()?;
+    ) -> (Self, watch::Receiver<EndpointSet>) {
         let (tx, rx) = watch::channel(EndpointSet::default());
         let discovery = Self {
-            name: remote.name.as_str().into(),
+            name: name.into(),
             dns,
-            config,
-            static_targets,
-            files: remote.file_sd.clone(),
+            settings,
             file_targets: HashMap::new(),
             next_file_check: Instant::now(),
             targets: HashMap::new(),
@@ -138,7 +171,27 @@ impl RemoteDiscovery {
             tx,
             metrics,
         };
-        Ok((discovery, rx))
+        (discovery, rx)
+    }
+
+    /// Takes new settings. Targets that stay keep what is known about them
+    /// (their endpoints, and how long a name has been gone); new targets and
+    /// files are looked at on the next pass.
+    fn reconfigure(&mut self, settings: DiscoverySettings) {
+        let now = Instant::now();
+        self.file_targets
+            .retain(|path, _| settings.files.contains(path));
+        if settings.files != self.settings.files
+            || settings.config.file_interval != self.settings.config.file_interval
+        {
+            self.next_file_check = now;
+        }
+        let latest = now + settings.config.refresh_interval;
+        for state in self.targets.values_mut() {
+            state.next_refresh = state.next_refresh.min(latest);
+        }
+        tracing::info!(remote = %self.name, targets = settings.targets.len(), files = settings.files.len(), "discovery settings changed");
+        self.settings = settings;
     }
 
     fn name(&self) -> &str {
@@ -151,8 +204,8 @@ impl RemoteDiscovery {
         if now < self.next_file_check {
             return;
         }
-        self.next_file_check = now + self.config.file_interval;
-        for path in &self.files {
+        self.next_file_check = now + self.settings.config.file_interval;
+        for path in &self.settings.files {
             match read_file_sd(path) {
                 Ok((text, targets)) => {
                     let changed = self
@@ -178,7 +231,8 @@ impl RemoteDiscovery {
     }
 
     fn all_targets(&self) -> BTreeSet<Target> {
-        self.static_targets
+        self.settings
+            .targets
             .iter()
             .chain(self.file_targets.values().flat_map(|(_, t)| t))
             .cloned()
@@ -211,7 +265,7 @@ impl RemoteDiscovery {
         answer: Result<super::dns::Answer, LookupError>,
         now: Instant,
     ) {
-        let refresh = self.config.refresh_interval;
+        let refresh = self.settings.config.refresh_interval;
         let name = self.name().to_owned();
         let state = self.targets.entry(target.clone()).or_insert(TargetState {
             endpoints: Vec::new(),
@@ -243,11 +297,11 @@ impl RemoteDiscovery {
                 let gone_for = now.saturating_duration_since(since);
                 if state.endpoints.is_empty() {
                     tracing::warn!(remote = %name, %target, %error, "name has no endpoints");
-                } else if gone_for >= self.config.stale_after {
+                } else if gone_for >= self.settings.config.stale_after {
                     tracing::warn!(remote = %name, %target, %error, gone_for = ?gone_for, removed = state.endpoints.len(), "name gone for longer than stale_after; removing its endpoints");
                     state.endpoints.clear();
                 } else {
-                    tracing::warn!(remote = %name, %target, %error, gone_for = ?gone_for, stale_after = ?self.config.stale_after, "name reported gone; keeping its endpoints until stale_after");
+                    tracing::warn!(remote = %name, %target, %error, gone_for = ?gone_for, stale_after = ?self.settings.config.stale_after, "name reported gone; keeping its endpoints until stale_after");
                 }
                 state.next_refresh = now + refresh.min(Duration::from_secs(5));
             }
@@ -284,19 +338,27 @@ impl RemoteDiscovery {
         self.targets
             .values()
             .map(|s| s.next_refresh)
-            .chain((!self.files.is_empty()).then_some(self.next_file_check))
+            .chain((!self.settings.files.is_empty()).then_some(self.next_file_check))
             .min()
-            .unwrap_or_else(|| Instant::now() + self.config.refresh_interval)
+            .unwrap_or_else(|| Instant::now() + self.settings.config.refresh_interval)
     }
 
-    /// Runs until nobody follows the endpoint sets any more.
-    pub async fn run(mut self) {
+    /// Runs until nobody follows the endpoint sets any more, or nobody can
+    /// send new settings; takes settings sent on `updates` at once.
+    pub async fn run(mut self, mut updates: watch::Receiver<DiscoverySettings>) {
         loop {
             let wake = self
                 .next_due()
                 .max(Instant::now() + Duration::from_millis(100));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let settings = updates.borrow_and_update().clone();
+                    self.reconfigure(settings);
+                }
                 _ = self.tx.closed() => return,
             }
             self.refresh().await;

@@ -84,8 +84,9 @@ impl StatusPage {
                 None,
             ),
         };
+        let remotes = inner.upstreams.remotes();
         let inputs = Inputs {
-            remotes: &inner.upstreams.remotes,
+            remotes: &remotes,
             settings: &inner.settings,
             ready: *inner.ready.borrow(),
             started: inner.started,
@@ -100,7 +101,7 @@ impl StatusPage {
             Ok(history) => history,
             Err(poisoned) => poisoned.into_inner(),
         };
-        history.record(Instant::now(), &self.inner.upstreams.remotes);
+        history.record(Instant::now(), &self.inner.upstreams.remotes());
     }
 
     /// `GET /` and `GET /status.json`. Also starts sampling call counters

@@ -23,7 +23,7 @@ use pool::Pool;
 pub use pool::StreamLease;
 pub use snappy::RemoteChannel;
 
-use crate::config::{Compression, RemoteConfig, RemoteMode};
+use crate::config::{Compression, InfoConfig, RemoteConfig, RemoteMode};
 use crate::discovery::{Dns, EndpointSet};
 use crate::labelset;
 use crate::metrics::{EndpointMetrics, Method, MethodCalls, RemoteFamilies};
@@ -490,7 +490,24 @@ impl Remote {
                 remote: config.name.clone(),
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::new(
+            config,
+            client_tls,
+            families,
+            dns,
+            streams_per_connection,
+        ))
+    }
+
+    /// A remote with TLS already loaded (when `config.tls` is set).
+    pub fn new(
+        config: &RemoteConfig,
+        client_tls: Option<ClientTls>,
+        families: &RemoteFamilies,
+        dns: &Dns,
+        streams_per_connection: usize,
+    ) -> Self {
+        Self {
             name: config.name.as_str().into(),
             config: config.clone(),
             client_tls,
@@ -498,7 +515,7 @@ impl Remote {
             families: families.clone(),
             streams_per_connection,
             endpoints: RwLock::new(Arc::new(Vec::new())),
-        })
+        }
     }
 
     /// The configuration it was built from.
@@ -558,12 +575,17 @@ impl Remote {
     }
 
     /// Follows discovery's endpoint sets until discovery stops: endpoints
-    /// that appear are asked for Info at once.
-    pub async fn follow(&self, mut sets: watch::Receiver<EndpointSet>, info_timeout: Duration) {
+    /// that appear are asked for Info at once (within `info`'s timeout).
+    pub async fn follow(
+        &self,
+        mut sets: watch::Receiver<EndpointSet>,
+        info: watch::Receiver<InfoConfig>,
+    ) {
         while sets.changed().await.is_ok() {
             let set = sets.borrow_and_update().clone();
             let added = self.set_endpoints(&set);
-            futures::future::join_all(added.iter().map(|e| e.refresh_info(info_timeout))).await;
+            let timeout = info.borrow().timeout;
+            futures::future::join_all(added.iter().map(|e| e.refresh_info(timeout))).await;
         }
     }
 
@@ -658,29 +680,35 @@ impl Remote {
     }
 }
 
-/// Every remote, in config order.
+/// Every remote, in config order. The set is replaced as a whole when the
+/// config is reloaded; a request reads one snapshot of it, and calls in
+/// flight keep the endpoints they were started on.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    pub remotes: Vec<Arc<Remote>>,
+    remotes: RwLock<Arc<Vec<Arc<Remote>>>>,
 }
 
 impl Upstreams {
-    pub fn build(
-        configs: &[RemoteConfig],
-        families: &RemoteFamilies,
-        dns: &Dns,
-        streams_per_connection: usize,
-    ) -> Result<Self, UpstreamError> {
-        let remotes = configs
-            .iter()
-            .map(|c| Remote::build(c, families, dns, streams_per_connection).map(Arc::new))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { remotes })
+    /// The current remotes.
+    pub fn remotes(&self) -> Arc<Vec<Arc<Remote>>> {
+        match self.remotes.read() {
+            Ok(remotes) => remotes.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `remotes` the current set.
+    pub fn replace(&self, remotes: Vec<Arc<Remote>>) {
+        let remotes = Arc::new(remotes);
+        match self.remotes.write() {
+            Ok(mut slot) => *slot = remotes,
+            Err(poisoned) => *poisoned.into_inner() = remotes,
+        }
     }
 
     /// A snapshot of every endpoint of every remote.
     pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
-        self.remotes
+        self.remotes()
             .iter()
             .flat_map(|r| r.endpoints().iter().cloned().collect::<Vec<_>>())
             .collect()
@@ -692,12 +720,31 @@ impl Upstreams {
     }
 }
 
-/// Polls Info on every endpoint every `interval`, like a querier does.
-pub async fn poll_info(upstreams: Arc<Upstreams>, interval: Duration, timeout: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Polls Info on every endpoint every `info.interval`, like a querier does,
+/// the first time one interval from now.
+pub async fn poll_info(upstreams: Arc<Upstreams>, mut info: watch::Receiver<InfoConfig>) {
+    let mut started = tokio::time::Instant::now();
+    let mut watching = true;
     loop {
-        ticker.tick().await;
+        let (interval, timeout) = {
+            let info = info.borrow_and_update();
+            (info.interval, info.timeout)
+        };
+        // A round that overran its interval is followed by the next at once.
+        let due = tokio::time::sleep_until(started + interval);
+        if watching {
+            tokio::select! {
+                _ = due => {}
+                // A new interval counts from the last round.
+                changed = info.changed() => {
+                    watching = changed.is_ok();
+                    continue;
+                }
+            }
+        } else {
+            due.await;
+        }
+        started = tokio::time::Instant::now();
         upstreams.refresh_all(timeout).await;
     }
 }

@@ -14,6 +14,7 @@ mod discovery;
 mod dns_server;
 mod info;
 mod labels;
+mod reload;
 mod replicas;
 mod series;
 mod status;
