@@ -5,13 +5,14 @@
 //! A new config is first prepared in full (every target parsed, every
 //! certificate loaded) without touching anything running, so a bad one
 //! changes nothing. Applying it then: a remote whose settings and
-//! certificate files are unchanged keeps its endpoints, connections and
-//! discovery (which takes new targets or discovery settings as they come);
-//! a new or changed remote is built, its endpoints discovered and asked for
-//! Info, and only then published, together with the removal of the remotes
-//! that went, in one swap of the set requests read. Calls in flight keep
-//! the endpoints they started on, so replaced and removed remotes finish
-//! them.
+//! certificate files are unchanged keeps its endpoints and connections; a
+//! new or changed remote is built, its endpoints are found and asked for
+//! Info, and only then is it published, together with the removal of the
+//! remotes that went, in one swap of the set requests read. Calls in flight
+//! keep the endpoints they started on, so replaced and removed remotes
+//! finish them. Discovery belongs to the remote's name: it stays through a
+//! rebuild (with its last good answers) and takes new targets and settings
+//! as they come.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{DiscoveryConfig, InfoConfig, RemoteConfig, ValidConfig};
-use crate::discovery::{DiscoveryMetrics, DiscoverySettings, Dns, RemoteDiscovery};
+use crate::discovery::{DiscoveryMetrics, DiscoverySettings, Dns, EndpointSet, RemoteDiscovery};
 use crate::metrics::RemoteFamilies;
 use crate::target::TargetError;
 use crate::tls::{ClientTls, TlsFiles};
@@ -58,28 +59,53 @@ impl Identity {
     }
 }
 
+/// A spawned task, aborted when dropped.
+struct Task(JoinHandle<()>);
+
+impl Task {
+    fn spawn(future: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(future))
+    }
+
+    /// Aborts the task and waits until it has stopped, so nothing it does
+    /// (such as creating a metric child) comes after.
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One remote's discovery, running.
+struct Discovery {
+    settings: watch::Sender<DiscoverySettings>,
+    /// Endpoint sets as they are published; also keeps discovery running.
+    sets: watch::Receiver<EndpointSet>,
+    task: Task,
+}
+
+impl Discovery {
+    fn update(&self, settings: DiscoverySettings) {
+        self.settings.send_if_modified(|current| {
+            let changed = *current != settings;
+            *current = settings;
+            changed
+        });
+    }
+}
+
 /// One running remote.
 struct Entry {
     remote: Arc<Remote>,
     identity: Identity,
-    settings: watch::Sender<DiscoverySettings>,
-    /// Discovery and the remote following it.
-    task: JoinHandle<()>,
-}
-
-impl Entry {
-    /// Stops discovery and waits until it has, so nothing it does (such as
-    /// counting a lookup) follows.
-    async fn stop(&mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    discovery: Discovery,
+    /// The remote following discovery's endpoint sets.
+    follow: Task,
 }
 
 /// What becomes of one remote of a new config.
@@ -99,8 +125,6 @@ struct Starting {
     remote: Arc<Remote>,
     identity: Identity,
     settings: DiscoverySettings,
-    /// Whether a remote of that name runs now.
-    replaces: bool,
 }
 
 /// A new config, checked and built, not applied yet.
@@ -218,7 +242,6 @@ impl RemoteSet {
                 remote: Arc::new(built),
                 identity,
                 settings,
-                replaces: running.is_some(),
             })));
         }
         Ok(Change {
@@ -246,109 +269,131 @@ impl RemoteSet {
             changed
         });
         let mut applied = Applied::default();
-        let starting = change.remotes.iter().filter_map(|planned| match planned {
-            Planned::Start(starting) => {
-                let name = starting.remote.name.to_string();
-                match starting.replaces {
-                    true => applied.changed.push(name),
-                    false => applied.added.push(name),
-                }
-                Some(self.start(
-                    starting.remote.clone(),
-                    starting.identity.clone(),
-                    starting.settings.clone(),
-                ))
-            }
-            Planned::Keep { .. } => None,
-        });
-        let mut started = futures::future::join_all(starting).await.into_iter();
         let mut previous = std::mem::take(&mut self.entries);
+        let mut take = |name: &str| {
+            let at = previous.iter().position(|e| *e.remote.name == *name)?;
+            Some(previous.swap_remove(at))
+        };
+        // Remotes replaced by a rebuilt one, with the task that follows
+        // discovery for them.
+        let mut replaced = Vec::new();
+        // In config order: kept entries, and a place for each started one.
+        let mut slots = Vec::with_capacity(change.remotes.len());
+        let mut starting = Vec::new();
         for planned in change.remotes {
-            let entry = match planned {
+            match planned {
                 Planned::Keep { name, settings } => {
-                    let Some(at) = previous.iter().position(|e| e.remote.name == name) else {
-                        continue;
-                    };
-                    let entry = previous.swap_remove(at);
-                    entry.settings.send_if_modified(|current| {
-                        let changed = *current != settings;
-                        *current = settings;
-                        changed
-                    });
-                    applied.kept += 1;
-                    entry
-                }
-                Planned::Start(_) => match started.next() {
-                    Some(entry) => entry,
-                    None => continue,
-                },
-            };
-            self.entries.push(entry);
-        }
-        self.upstreams
-            .replace(self.entries.iter().map(|e| e.remote.clone()).collect());
-        // What is left was replaced or removed.
-        for mut old in previous {
-            old.stop().await;
-            let name = old.remote.name.clone();
-            let addresses: Vec<String> = old
-                .remote
-                .endpoints()
-                .iter()
-                .map(|e| e.address.clone())
-                .collect();
-            match self.entry(&name) {
-                Some(new) => {
-                    // Children the new endpoints share stay.
-                    let current = new.remote.endpoints();
-                    for address in &addresses {
-                        if !current.iter().any(|e| e.address == *address) {
-                            self.families.forget_endpoint(&name, address);
-                        }
+                    if let Some(entry) = take(&name) {
+                        entry.discovery.update(settings);
+                        applied.kept += 1;
+                        slots.push(Some(entry));
                     }
                 }
-                None => {
-                    self.families
-                        .forget_remote(&name, addresses.iter().map(String::as_str));
-                    self.discovery_metrics.forget_remote(&name);
-                    applied.removed.push(name.to_string());
+                Planned::Start(new) => {
+                    let Starting {
+                        remote,
+                        identity,
+                        settings,
+                    } = *new;
+                    let name = remote.name.to_string();
+                    let discovery = match take(&name) {
+                        Some(old) => {
+                            old.discovery.update(settings.clone());
+                            replaced.push((old.remote, old.follow));
+                            applied.changed.push(name);
+                            Some(old.discovery)
+                        }
+                        None => {
+                            applied.added.push(name);
+                            None
+                        }
+                    };
+                    starting.push(self.start(remote, identity, settings, discovery));
+                    slots.push(None);
                 }
             }
+        }
+        let mut started = futures::future::join_all(starting).await.into_iter();
+        self.entries = slots
+            .into_iter()
+            .filter_map(|slot| slot.or_else(|| started.next()))
+            .collect();
+        self.upstreams
+            .replace(self.entries.iter().map(|e| e.remote.clone()).collect());
+
+        for (old, follow) in replaced {
+            follow.stop().await;
+            // Children the new endpoints share stay.
+            let current = self
+                .entry(&old.name)
+                .map(|e| e.remote.endpoints())
+                .unwrap_or_default();
+            for endpoint in old.endpoints().iter() {
+                if !current.iter().any(|e| e.address == endpoint.address) {
+                    self.families.forget_endpoint(&old.name, &endpoint.address);
+                }
+            }
+        }
+        // What is left was removed.
+        for old in previous {
+            old.follow.stop().await;
+            old.discovery.task.stop().await;
+            let endpoints = old.remote.endpoints();
+            self.families.forget_remote(
+                &old.remote.name,
+                endpoints.iter().map(|e| e.address.as_str()),
+            );
+            self.discovery_metrics.forget_remote(&old.remote.name);
+            applied.removed.push(old.remote.name.to_string());
         }
         applied
     }
 
-    /// Discovers `remote`'s endpoints and asks them for Info, then leaves
-    /// discovery and the remote following it running.
+    /// Starts `remote`: discovers its endpoints (unless it takes over the
+    /// `discovery` of the remote it replaces), asks them for Info, and
+    /// leaves it following discovery.
     async fn start(
         &self,
         remote: Arc<Remote>,
         identity: Identity,
         settings: DiscoverySettings,
+        discovery: Option<Discovery>,
     ) -> Entry {
+        let discovery = match discovery {
+            Some(discovery) => discovery,
+            None => self.discover(&remote.name, settings).await,
+        };
+        let mut sets = discovery.sets.clone();
+        let added = remote.set_endpoints(&sets.borrow_and_update());
+        let timeout = self.info.borrow().timeout;
+        futures::future::join_all(added.iter().map(|e| e.refresh_info(timeout))).await;
+        let info = self.info.subscribe();
+        let follow = Task::spawn({
+            let remote = remote.clone();
+            async move { remote.follow(sets, info).await }
+        });
+        Entry {
+            remote,
+            identity,
+            discovery,
+            follow,
+        }
+    }
+
+    /// Discovery for a new remote, after its first pass.
+    async fn discover(&self, name: &str, settings: DiscoverySettings) -> Discovery {
         let (updates, updated) = watch::channel(settings.clone());
-        let (mut discovery, mut sets) = RemoteDiscovery::new(
-            &remote.name,
+        let (mut discovery, sets) = RemoteDiscovery::new(
+            name,
             settings,
             self.dns.clone(),
             self.discovery_metrics.clone(),
         );
         discovery.refresh().await;
-        let added = remote.set_endpoints(&sets.borrow_and_update());
-        let timeout = self.info.borrow().timeout;
-        futures::future::join_all(added.iter().map(|e| e.refresh_info(timeout))).await;
-        let info = self.info.subscribe();
-        let task = tokio::spawn({
-            let remote = remote.clone();
-            async move {
-                tokio::join!(discovery.run(updated), remote.follow(sets, info));
-            }
-        });
-        Entry {
-            remote,
-            identity,
+        Discovery {
             settings: updates,
-            task,
+            sets,
+            task: Task::spawn(discovery.run(updated)),
         }
     }
 }

@@ -506,3 +506,42 @@ fn send_sighup() {
         .expect("run kill");
     assert!(status.success(), "kill -HUP failed");
 }
+
+#[tokio::test]
+async fn a_rebuilt_remote_keeps_its_endpoints_while_dns_is_down() {
+    let pki = Pki::new();
+    let tls = TlsFiles::new(&pki);
+    let a = up_remote("a", Some(pki.server(&["a.remote.test"]))).await;
+    let mut dns = crate::dns_server::TestDns::start().await;
+    dns.set_ips("a.remote.test", &[a.addr.ip()], 1);
+    let mut config = reloading(vec![remote("a", a.addr, Some(tls.config("a.remote.test")))]);
+    config.remotes[0].targets = vec![format!("dns+a.remote.test:{}", a.addr.port())];
+    config.discovery.nameservers = vec![dns.addr.to_string()];
+    config.discovery.refresh_interval = Duration::from_secs(1);
+    let file = ConfigFile::new(&config);
+    let running = start_from(&file, false).await;
+    wait_for_clusters(&running, &["a"]).await;
+    let before = endpoint_of(&running, "a");
+
+    // No DNS server at all, then a change that rebuilds the remote: its
+    // discovery and last good answer carry over.
+    dns.stop().await;
+    // A failed lookup: the resolver's cache has nothing left either.
+    eventually("a failed lookup", WITHIN, || {
+        metrics_text(&running)
+            .contains(r#"thanos_fanout_discovery_lookups_total{remote="a",result="Failed"}"#)
+    })
+    .await;
+    config.remotes[0].timeout = Duration::from_secs(20);
+    file.write(&config);
+    eventually("the reload", WITHIN, || {
+        running.reloads.borrow().attempts == 1
+    })
+    .await;
+    assert_eq!(running.reloads.borrow().last_error, None);
+    assert!(
+        !Arc::ptr_eq(&before, &endpoint_of(&running, "a")),
+        "the remote was rebuilt"
+    );
+    wait_for_clusters(&running, &["a"]).await;
+}
