@@ -114,6 +114,8 @@ enum Planned {
     Keep {
         name: Arc<str>,
         settings: DiscoverySettings,
+        /// Its new config, the same but for targets and file_sd.
+        config: Box<RemoteConfig>,
     },
     /// New, or changed in a way its connections cannot follow: built, and
     /// started when the change is applied.
@@ -222,6 +224,7 @@ impl RemoteSet {
                 remotes.push(Planned::Keep {
                     name: entry.remote.name.clone(),
                     settings,
+                    config: Box::new(remote.clone()),
                 });
                 continue;
             }
@@ -282,8 +285,13 @@ impl RemoteSet {
         let mut starting = Vec::new();
         for planned in change.remotes {
             match planned {
-                Planned::Keep { name, settings } => {
+                Planned::Keep {
+                    name,
+                    settings,
+                    config,
+                } => {
                     if let Some(entry) = take(&name) {
+                        entry.remote.set_config(&config);
                         entry.discovery.update(settings);
                         applied.kept += 1;
                         slots.push(Some(entry));

@@ -458,7 +458,8 @@ impl Endpoint {
 /// follow the endpoint sets discovery publishes.
 pub struct Remote {
     pub name: Arc<str>,
-    config: RemoteConfig,
+    /// Replaced when only where its endpoints are found changes.
+    config: RwLock<Arc<RemoteConfig>>,
     client_tls: Option<ClientTls>,
     dns: Dns,
     families: RemoteFamilies,
@@ -509,7 +510,7 @@ impl Remote {
     ) -> Self {
         Self {
             name: config.name.as_str().into(),
-            config: config.clone(),
+            config: RwLock::new(Arc::new(config.clone())),
             client_tls,
             dns: dns.clone(),
             families: families.clone(),
@@ -518,9 +519,24 @@ impl Remote {
         }
     }
 
-    /// The configuration it was built from.
-    pub fn config(&self) -> &RemoteConfig {
-        &self.config
+    /// The configuration it was built from, with the latest targets and
+    /// file_sd files.
+    pub fn config(&self) -> Arc<RemoteConfig> {
+        match self.config.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Takes a config that differs from the one it was built from only in
+    /// where its endpoints are found (`targets`, `file_sd`), which
+    /// discovery follows.
+    pub fn set_config(&self, config: &RemoteConfig) {
+        let config = Arc::new(config.clone());
+        match self.config.write() {
+            Ok(mut slot) => *slot = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
     }
 
     /// The client certificate it presents, if one is configured.
@@ -606,7 +622,7 @@ impl Remote {
         spec: EndpointSpec,
         recorder: Option<DialRecorder>,
     ) -> Result<Endpoint, String> {
-        let config = &self.config;
+        let config = self.config();
         let server_name_override = config.tls.as_ref().and_then(|t| t.server_name.clone());
         // Verify and SNI by the configured name, else by the host the endpoint
         // was found under (a name for dns+/dnssrv+), never a resolved IP.

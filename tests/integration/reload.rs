@@ -201,7 +201,12 @@ async fn a_remote_with_another_target_keeps_its_connections() {
     file.write(&config);
     wait_for_clusters(&running, &["a", "a"]).await;
 
-    // The remote was not rebuilt: its first endpoint and connection stay.
+    // The remote was not rebuilt: its first endpoint and connection stay,
+    // and it reports its new targets.
+    assert_eq!(
+        running.upstreams.remotes()[0].config().targets,
+        config.remotes[0].targets
+    );
     let endpoints = running.upstreams.endpoints();
     assert_eq!(endpoints.len(), 2);
     assert!(endpoints.iter().any(|e| Arc::ptr_eq(e, &first)));
