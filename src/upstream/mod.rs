@@ -20,7 +20,7 @@ pub use connect::ConnectError;
 use connect::Connector;
 pub use error::{RemoteError, RemoteErrorKind};
 use pool::Pool;
-pub use pool::StreamLease;
+pub use pool::{MAX_WINDOW, StreamLease, UNARY_HEADROOM, connection_window};
 pub use snappy::RemoteChannel;
 
 use crate::config::{Compression, RemoteConfig, RemoteMode};
@@ -540,6 +540,7 @@ impl Remote {
             channel,
             connector,
             self.streams_per_connection,
+            config.http2.stream_window,
             metrics.connections.clone(),
         );
         Ok(Endpoint {
