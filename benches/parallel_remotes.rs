@@ -147,7 +147,11 @@ async fn main() {
                 bytes_per_second: rate,
             };
             let addr = support::serve_remote(remote).await;
-            configs.push(support::remote(&format!("c{r:02}"), addr));
+            let mut config = support::remote(&format!("c{r:02}"), addr);
+            // With a larger window a remote's whole answer fits in it, and
+            // what read-ahead adds would not show.
+            config.http2.stream_window = 2 << 20;
+            configs.push(config);
         }
         for (label, config) in settings() {
             support::reset_peak_rss();

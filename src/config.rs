@@ -18,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
 
 use crate::target::Target;
+use crate::upstream::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
 
 /// Top-level sections, the only names `FANOUT_*` variables may start with.
 const SECTIONS: &[&str] = &[
@@ -38,6 +39,12 @@ const RELOADABLE: &[&str] = &["info", "discovery", "reload", "remotes"];
 
 /// Upper bound for `fanout.streams_per_connection`.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1000;
+
+/// Default of `remotes[].http2.stream_window`.
+pub const DEFAULT_STREAM_WINDOW: u32 = 8 << 20;
+
+/// Smallest `remotes[].http2.stream_window`: HTTP/2's initial window.
+pub const MIN_STREAM_WINDOW: u32 = 65_535;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -273,6 +280,29 @@ pub struct RemoteConfig {
     /// Which of its endpoints a request goes to.
     #[serde(default)]
     pub mode: RemoteMode,
+    /// HTTP/2 flow control towards this remote.
+    #[serde(default)]
+    pub http2: Http2Config,
+}
+
+/// HTTP/2 flow control towards one remote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Bytes one stream may receive ahead of its reader: a stream carries at
+    /// most this much per round trip, so a long-haul remote needs it at
+    /// least bandwidth x RTT. Each connection's window is this times
+    /// `fanout.streams_per_connection` plus headroom for unary calls, so it
+    /// must fit HTTP/2's largest window (2 GiB).
+    pub stream_window: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            stream_window: DEFAULT_STREAM_WINDOW,
+        }
+    }
 }
 
 /// How a remote's endpoints share its requests.
@@ -511,6 +541,8 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
+            self.check_stream_window(remote.http2.stream_window)
+                .map_err(|reason| invalid(key("http2.stream_window"), reason))?;
             if let Some(authority) = &remote.authority {
                 authority
                     .parse::<http::uri::Authority>()
@@ -535,6 +567,25 @@ impl Config {
                         .map_err(|e| invalid(key("tls.server_name"), format!("{name:?}: {e}")))?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A remote's stream window must be one HTTP/2 accepts, and so must the
+    /// connection window derived from it.
+    fn check_stream_window(&self, stream_window: u32) -> Result<(), String> {
+        if stream_window < MIN_STREAM_WINDOW {
+            return Err(format!(
+                "{stream_window} is below HTTP/2's initial window ({MIN_STREAM_WINDOW} bytes)"
+            ));
+        }
+        let streams = self.fanout.streams_per_connection;
+        if connection_window(stream_window, streams).is_none() {
+            return Err(format!(
+                "{stream_window} bytes x fanout.streams_per_connection ({streams}) + \
+                 {UNARY_HEADROOM} bytes for unary calls exceeds HTTP/2's largest connection \
+                 window ({MAX_WINDOW} bytes); lower one of them"
+            ));
         }
         Ok(())
     }
@@ -788,6 +839,78 @@ mod tests {
             text.contains("remotes[0] (east).targets") && text.contains("file_sd"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stream_window_defaults_and_is_set_per_remote() {
+        let config = load_str(
+            "remotes:\n  - {name: near, targets: [\"h:1\"]}\n  - {name: far, targets: [\"h:2\"], http2: {stream_window: 33554432}}\n",
+        )
+        .expect("loads");
+        assert_eq!(config.remotes[0].http2.stream_window, DEFAULT_STREAM_WINDOW);
+        assert_eq!(config.remotes[1].http2.stream_window, 32 << 20);
+    }
+
+    #[test]
+    fn stream_window_whose_connection_window_overflows_names_both_keys() {
+        // 255 streams of 8 MiB plus the headroom fit in 2 GiB; 256 do not.
+        let remote =
+            "remotes:\n  - {name: far, targets: [\"h:1\"], http2: {stream_window: 8388608}}\n";
+        load_str(&format!("fanout:\n  streams_per_connection: 255\n{remote}")).expect("fits");
+        let err = load_str(&format!("fanout:\n  streams_per_connection: 256\n{remote}"))
+            .expect_err("does not fit");
+        let text = err.to_string();
+        assert!(
+            text.contains("remotes[0] (far).http2.stream_window")
+                && text.contains("fanout.streams_per_connection (256)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn default_stream_window_with_the_most_streams_per_connection_is_an_error() {
+        let err = load_str(&format!(
+            "fanout:\n  streams_per_connection: {MAX_STREAMS_PER_CONNECTION}\nremotes:\n  - {{name: east, targets: [\"h:1\"]}}\n"
+        ))
+        .expect_err("1000 x 8 MiB exceeds 2 GiB");
+        assert!(
+            err.to_string().contains("(east).http2.stream_window"),
+            "{err}"
+        );
+        load_str(&format!(
+            "fanout:\n  streams_per_connection: {MAX_STREAMS_PER_CONNECTION}\nremotes:\n  - {{name: east, targets: [\"h:1\"], http2: {{stream_window: 2097152}}}}\n"
+        ))
+        .expect("1000 x 2 MiB fits");
+    }
+
+    #[test]
+    fn stream_window_below_http2s_initial_window_is_an_error() {
+        let err = load_str(
+            "remotes:\n  - {name: east, targets: [\"h:1\"], http2: {stream_window: 1024}}\n",
+        )
+        .expect_err("too small");
+        assert!(
+            err.to_string().contains("(east).http2.stream_window"),
+            "{err}"
+        );
+        load_str(&format!(
+            "remotes:\n  - {{name: east, targets: [\"h:1\"], http2: {{stream_window: {MIN_STREAM_WINDOW}}}}}\n"
+        ))
+        .expect("the initial window itself is allowed");
+    }
+
+    #[test]
+    fn stream_window_beyond_u32_or_unknown_http2_key_is_named() {
+        let err = load_str(
+            "remotes:\n  - {name: east, targets: [\"h:1\"], http2: {stream_window: 8589934592}}\n",
+        )
+        .expect_err("out of range");
+        assert!(err.to_string().contains("stream_window"), "{err}");
+        let err = load_str(
+            "remotes:\n  - {name: east, targets: [\"h:1\"], http2: {adaptive_window: true}}\n",
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("adaptive_window"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
         authority: None,
         compression: Default::default(),
         mode: Default::default(),
+        http2: Default::default(),
     }
 }
 

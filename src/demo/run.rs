@@ -102,6 +102,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
             authority: None,
             compression: Default::default(),
             mode: Default::default(),
+            http2: Default::default(),
         });
     }
     // The demo's own remotes go through the same validation as a user's.

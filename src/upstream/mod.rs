@@ -20,7 +20,7 @@ use connect::Connector;
 pub use connect::{ConnectError, DialFacts, DialRecorder};
 pub use error::{RemoteError, RemoteErrorKind};
 use pool::Pool;
-pub use pool::StreamLease;
+pub use pool::{MAX_WINDOW, StreamLease, UNARY_HEADROOM, connection_window};
 pub use snappy::RemoteChannel;
 
 use crate::config::{Compression, InfoConfig, RemoteConfig, RemoteMode};
@@ -671,6 +671,7 @@ impl Remote {
             channel,
             connector,
             self.streams_per_connection,
+            config.http2.stream_window,
             metrics.connections.clone(),
         );
         Ok(Endpoint {

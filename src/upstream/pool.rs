@@ -15,6 +15,12 @@
 //! being read, and every unary call (Info, label calls, always read at once),
 //! still gets data. When every connection is full, another one is opened;
 //! connections beyond the first close after [`IDLE_CLOSE`] without streams.
+//!
+//! The stream window (`remotes[].http2.stream_window`) caps one stream at a
+//! window per round trip, so long-haul remotes want it large; it is also what
+//! a stalled stream holds in memory. Windows are fixed: hyper's adaptive
+//! (BDP) windows set the connection window to the same size as each stream's,
+//! so one stalled stream could take all of it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,25 +30,39 @@ use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 use super::connect::Connector;
 
-/// Window of one stream: how far a remote may run ahead of our reader.
-pub const STREAM_WINDOW: u32 = 2 << 20;
-
 /// Connection window left for unary calls and streams being read when every
 /// Series stream on the connection is stalled.
 pub const UNARY_HEADROOM: u32 = 4 << 20;
 
+/// The largest HTTP/2 flow-control window (RFC 9113, 6.9.1).
+pub const MAX_WINDOW: u32 = i32::MAX as u32;
+
 /// How long an extra connection may sit without streams before it is closed.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
 
-/// The HTTP/2 connection window that keeps `streams` stalled streams from
-/// starving the others.
-pub fn connection_window(streams: usize) -> u32 {
-    let streams = u32::try_from(streams).unwrap_or(u32::MAX);
-    STREAM_WINDOW
-        .saturating_mul(streams)
-        .saturating_add(UNARY_HEADROOM)
-        // The largest window HTTP/2 allows.
-        .min(i32::MAX as u32)
+/// The HTTP/2 connection window that keeps `streams` stalled streams of
+/// `stream_window` bytes each from starving the connection's other calls;
+/// `None` when it would exceed [`MAX_WINDOW`] (config validation rejects that).
+pub fn connection_window(stream_window: u32, streams: usize) -> Option<u32> {
+    u32::try_from(streams)
+        .ok()
+        .and_then(|streams| stream_window.checked_mul(streams))
+        .and_then(|stalled| stalled.checked_add(UNARY_HEADROOM))
+        .filter(|&window| window <= MAX_WINDOW)
+}
+
+/// The stream and connection windows for `per_connection` streams of (at
+/// most) `stream_window`: the invariant holds even for a config that skipped
+/// validation.
+fn windows(stream_window: u32, per_connection: usize) -> (u32, u32) {
+    match connection_window(stream_window, per_connection) {
+        Some(window) => (stream_window, window),
+        None => {
+            let streams = u32::try_from(per_connection).unwrap_or(u32::MAX).max(1);
+            let stream_window = (MAX_WINDOW - UNARY_HEADROOM) / streams;
+            (stream_window, stream_window * streams + UNARY_HEADROOM)
+        }
+    }
 }
 
 struct Connection {
@@ -130,17 +150,19 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// `endpoint` must not dial by itself; `connector` does. Nothing is dialled
-    /// until the first call.
+    /// until the first call. A `stream_window` too large for `per_connection`
+    /// streams (which validation rejects) is shrunk until they fit.
     pub fn new(
         endpoint: ChannelEndpoint,
         connector: Connector,
         per_connection: usize,
+        stream_window: u32,
         gauge: Gauge,
     ) -> Self {
         let per_connection = per_connection.max(1);
-        let window = connection_window(per_connection);
+        let (stream_window, window) = windows(stream_window, per_connection);
         let endpoint = endpoint
-            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_stream_window_size(stream_window)
             .initial_connection_window_size(window)
             // Fixed windows: the invariant above depends on their sizes.
             .http2_adaptive_window(false);
@@ -227,15 +249,52 @@ impl Drop for StreamLease {
 mod tests {
     use super::*;
 
+    use crate::config::{DEFAULT_STREAM_WINDOW, MAX_STREAMS_PER_CONNECTION, MIN_STREAM_WINDOW};
+
     #[test]
     fn stalled_streams_never_exhaust_the_connection_window() {
-        for streams in [1, 16, crate::config::MAX_STREAMS_PER_CONNECTION] {
-            let stalled = u64::from(STREAM_WINDOW) * streams as u64;
-            let window = u64::from(connection_window(streams));
-            assert!(
-                window >= stalled + u64::from(UNARY_HEADROOM),
-                "{streams} stalled streams leave less than the headroom"
-            );
+        for stream_window in [MIN_STREAM_WINDOW, 2 << 20, DEFAULT_STREAM_WINDOW, 64 << 20] {
+            for streams in [1, 16, 255, MAX_STREAMS_PER_CONNECTION] {
+                let (granted, window) = windows(stream_window, streams);
+                assert!(granted <= stream_window);
+                let stalled = u64::from(granted) * streams as u64;
+                assert!(
+                    u64::from(window) >= stalled + u64::from(UNARY_HEADROOM),
+                    "{streams} stalled streams of {granted} leave less than the headroom"
+                );
+                assert!(window <= MAX_WINDOW);
+            }
         }
+    }
+
+    #[test]
+    fn connection_window_is_the_streams_plus_headroom() {
+        assert_eq!(connection_window(2 << 20, 16), Some(36 << 20));
+        assert_eq!(connection_window(8 << 20, 16), Some(132 << 20));
+        assert_eq!(
+            connection_window(2 << 20, MAX_STREAMS_PER_CONNECTION),
+            Some(2004 << 20)
+        );
+    }
+
+    #[test]
+    fn connection_window_beyond_http2s_largest_is_none() {
+        // 255 streams of 8 MiB plus 4 MiB fit; 256 do not.
+        assert_eq!(connection_window(8 << 20, 255), Some((255 * 8 + 4) << 20));
+        assert_eq!(connection_window(8 << 20, 256), None);
+        assert_eq!(connection_window(u32::MAX, 2), None);
+        assert_eq!(
+            connection_window(MAX_WINDOW - UNARY_HEADROOM, 1),
+            Some(MAX_WINDOW)
+        );
+        assert_eq!(connection_window(MAX_WINDOW - UNARY_HEADROOM + 1, 1), None);
+    }
+
+    #[test]
+    fn a_window_that_skipped_validation_is_shrunk_to_fit() {
+        let (stream_window, window) = windows(8 << 20, MAX_STREAMS_PER_CONNECTION);
+        assert!(stream_window < 8 << 20);
+        assert!(window <= MAX_WINDOW);
+        assert_eq!(windows(8 << 20, 16), (8 << 20, 132 << 20));
     }
 }

@@ -467,6 +467,7 @@ pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteCon
         authority: None,
         compression: Default::default(),
         mode: Default::default(),
+        http2: Default::default(),
     }
 }
 

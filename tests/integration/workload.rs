@@ -187,6 +187,10 @@ async fn concurrent_merges_at_different_read_speeds_all_complete() {
     // An Info call starved by exhausted windows never completes; a long
     // timeout keeps a busy machine's slow answers from counting as that.
     cfg.info.timeout = Duration::from_secs(10);
+    // Without read-ahead each remote stream lasts as long as its caller
+    // reads, so the ten are open at once and the stalled ones hold what
+    // their windows took in.
+    cfg.fanout.prefetch_bytes = 0;
     let running = start_fanout(cfg).await;
 
     let mut callers = tokio::task::JoinSet::new();
@@ -422,9 +426,10 @@ async fn a_cluster_that_goes_down_stays_visible() {
 /// way the answer is whole and sorted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remotes_the_merge_is_not_reading_yet_keep_downloading() {
-    // 600 series of 16 KiB: 9.4 MiB, far more than a stream window, well
-    // within half of the default budget.
+    // 600 series of 16 KiB: 9.4 MiB, far more than a 2 MiB stream window,
+    // well within half of the default budget.
     const SERIES: usize = 600;
+    const STREAM_WINDOW: u32 = 2 << 20;
     for budget in [
         thanos_fanout::config::Config::default()
             .fanout
@@ -434,7 +439,11 @@ async fn remotes_the_merge_is_not_reading_yet_keep_downloading() {
         let pki = Pki::new();
         let a = large_remote(&pki, "a", SERIES).await;
         let b = large_remote(&pki, "b", SERIES).await;
-        let mut cfg = config(vec![tls_remote(&pki, "a", &a), tls_remote(&pki, "b", &b)]);
+        let mut remotes = vec![tls_remote(&pki, "a", &a), tls_remote(&pki, "b", &b)];
+        for remote in &mut remotes {
+            remote.http2.stream_window = STREAM_WINDOW;
+        }
+        let mut cfg = config(remotes);
         cfg.fanout.prefetch_bytes = budget;
         let running = start_fanout(cfg).await;
         let mut client = client(&running).await;
