@@ -11,7 +11,7 @@ mod cert;
 mod html;
 mod model;
 mod recent;
-mod text;
+pub(crate) mod text;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
