@@ -234,7 +234,7 @@ func renderCompare(res *compareResult) string {
 func renderBaseline(p func(string, ...any), res *compareResult) {
 	base := res.title(setupFanoutBase)
 	p("\n### thanos-fanout against %s\n\n", base)
-	p("This build, %s, over the baseline, %s, from the rows above: time is the ratio of the median runs, CPU the ratio of the median middle-hop CPU seconds, below 1 where this build does better; peak RSS in MiB. The added latency rows give both builds' p50 over direct's, and the ratio of their p50s. ", res.Versions["thanos-fanout"], res.Versions["thanos-fanout-base"])
+	p("This build, %s, over the baseline, %s, from the rows above: time is the ratio of the median runs, CPU the ratio of the median middle-hop CPU seconds (both, where one is under 0.05 s), below 1 where this build does better; peak RSS in MiB. The added latency rows give both builds' p50 over direct's, and the ratio of their p50s. ", res.Versions["thanos-fanout"], res.Versions["thanos-fanout-base"])
 	p("Differences of a few per cent are within this machine's noise.\n\n")
 	p("| workload | remotes | time | CPU | peak RSS MiB, this / baseline |\n")
 	p("| --- | ---: | ---: | ---: | ---: |\n")
@@ -244,6 +244,14 @@ func renderBaseline(p func(string, ...any), res *compareResult) {
 		}
 		return fmt.Sprintf("×%.2f", a/b)
 	}
+	// CPU seconds come in clock ticks of 10 ms: below a few ticks a ratio
+	// says little, so both values are shown instead.
+	cpu := func(a, b float64) string {
+		if a < 0.05 || b < 0.05 {
+			return fmt.Sprintf("%.2f / %.2f s", a, b)
+		}
+		return ratio(a, b)
+	}
 	for _, r := range res.Rows {
 		c, cb := r.Cells[setupFanout], r.Cells[setupFanoutBase]
 		if c == nil || cb == nil {
@@ -251,7 +259,7 @@ func renderBaseline(p func(string, ...any), res *compareResult) {
 		}
 		p("| %s, `%s` | %d | %s | %s | %.0f / %.0f |\n", r.Workload, r.Metric, r.Remotes,
 			ratio(quantile(c.Seconds, 0.5), quantile(cb.Seconds, 0.5)),
-			ratio(quantile(c.HopCPU, 0.5), quantile(cb.HopCPU, 0.5)),
+			cpu(quantile(c.HopCPU, 0.5), quantile(cb.HopCPU, 0.5)),
 			c.HopPeakRSSMiB, cb.HopPeakRSSMiB)
 	}
 	for _, r := range res.Latency {
