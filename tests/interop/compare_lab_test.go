@@ -23,30 +23,45 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// Setup names, in table order; "direct" is the baseline of every ratio.
+// Setup names; "direct" is the baseline of every ratio. fanoutBase is
+// thanos-fanout built at another revision (FANOUT_BASELINE_BIN), there only
+// when one is given.
 const (
-	setupDirect  = "direct"
-	setupHAProxy = "haproxy"
-	setupStacked = "stacked"
-	setupFanout  = "fanout"
+	setupDirect     = "direct"
+	setupHAProxy    = "haproxy"
+	setupStacked    = "stacked"
+	setupFanout     = "fanout"
+	setupFanoutBase = "fanout-base"
 )
 
-var setupNames = []string{setupDirect, setupHAProxy, setupStacked, setupFanout}
+// setupOrder is the setups in table order: the baseline build, if any,
+// right after thanos-fanout.
+func setupOrder(baseline bool) []string {
+	names := []string{setupDirect, setupHAProxy, setupStacked, setupFanout}
+	if baseline {
+		names = append(names, setupFanoutBase)
+	}
+	return names
+}
 
 // compareLab is the comparison's topology: the remote stores, and four
-// setups in front of the first K of them for every K of the mode.
+// setups (five with a baseline build) in front of the first K of them for
+// every K of the mode.
 type compareLab struct {
 	mode    compareMode
 	topo    *Topology // process management, ports and work dir only
 	bins    Binaries
 	haproxy string
+	// baseline is thanos-fanout built at baselineRev (a short commit id);
+	// empty without one.
+	baseline, baselineRev string
 
 	pki     *pki
 	certs   CertPaths
 	data    Dataset
 	metrics []benchMetric
 	remotes []*benchRemote
-	// setups[K] are the four setups over remotes[:K], in setupNames order.
+	// setups[K] are the setups over remotes[:K], in setupOrder.
 	setups map[int][]*compareSetup
 	// clientPEM is the client certificate and key in one file (HAProxy's crt).
 	clientPEM string
@@ -365,7 +380,7 @@ func (l *compareLab) tlsConfig(r *benchRemote) (*tls.Config, error) {
 	return &tls.Config{ServerName: r.ServerName, RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// defineSetups writes the configs of the four setups over remotes[:k] and
+// defineSetups writes the configs of the setups over remotes[:k] and
 // defines their processes.
 func (l *compareLab) defineSetups(k int) ([]*compareSetup, error) {
 	dir := filepath.Join(l.topo.Dir, fmt.Sprintf("k%d", k))
@@ -435,6 +450,18 @@ func (l *compareLab) defineSetups(k int) ([]*compareSetup, error) {
 	hop = l.topo.newProcess("fanout"+suffix, l.bins.Fanout, []string{"--config", fanCfg}, httpOK("http://"+fanHTTP+"/-/ready"))
 	s = front(setupFanout, "--endpoint="+fanGRPC)
 	s.hop, s.targets = hop, []*grpcTarget{{addr: fanGRPC}}
+
+	// 5. thanos-fanout at the baseline revision, configured the same way.
+	if l.baseline != "" {
+		baseGRPC, baseHTTP := l.topo.ports.addr(), l.topo.ports.addr()
+		baseCfg := filepath.Join(dir, "fanout-base.yaml")
+		if err := writeFile(baseCfg, l.fanoutConfig(baseGRPC, baseHTTP, remotes)); err != nil {
+			return nil, err
+		}
+		hop = l.topo.newProcess("fanout-base"+suffix, l.baseline, []string{"--config", baseCfg}, httpOK("http://"+baseHTTP+"/-/ready"))
+		s = front(setupFanoutBase, "--endpoint="+baseGRPC)
+		s.hop, s.targets = hop, []*grpcTarget{{addr: baseGRPC}}
+	}
 	return setups, nil
 }
 
@@ -507,7 +534,11 @@ backend %[1]s
 	return b.String()
 }
 
-// fanoutConfig is thanos-fanout with one remote per store.
+// fanoutConfig is thanos-fanout with one remote per store. The baseline
+// build reads it too, so it holds only keys every revision since 23ede13
+// accepts (grpc.listen, http.listen, log.level; remotes[] name, targets and
+// tls ca_file, cert_file, key_file, server_name): a key added later would
+// fail an older baseline's start (deny_unknown_fields).
 func (l *compareLab) fanoutConfig(grpcAddr, httpAddr string, remotes []*benchRemote) string {
 	q := strconv.Quote
 	var b strings.Builder

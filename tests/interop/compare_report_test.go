@@ -3,6 +3,7 @@ package interop
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,21 @@ var setupTitles = map[string]string{
 	setupFanout:  "thanos-fanout",
 }
 
-var hopNames = []string{setupHAProxy, setupStacked, setupFanout}
+// title is a setup's column title: the baseline build's names its revision.
+func (res *compareResult) title(name string) string {
+	if name == setupFanoutBase {
+		return "thanos-fanout @" + res.Baseline
+	}
+	return setupTitles[name]
+}
+
+func (res *compareResult) titles(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = res.title(n)
+	}
+	return out
+}
 
 func writeCompareJSON(path string, res *compareResult) error {
 	out, err := json.MarshalIndent(res, "", " ")
@@ -31,6 +46,8 @@ func writeCompareJSON(path string, res *compareResult) error {
 // renderCompare is the Markdown section of BENCHMARKS.md.
 func renderCompare(res *compareResult) string {
 	m := res.Mode
+	setupNames := res.setups()
+	hopNames := setupNames[1:]
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
@@ -39,10 +56,20 @@ func renderCompare(res *compareResult) string {
 	if m.Name != "full" {
 		cmd += " --" + m.Name
 	}
+	if res.Baseline != "" {
+		cmd += " --baseline " + res.Baseline
+	}
+	if len(res.Profiled) > 0 {
+		cmd += " --perf"
+	}
+	versions := res.Versions["thanos-fanout"]
+	if res.Baseline != "" {
+		versions += "; baseline " + res.Versions["thanos-fanout-base"]
+	}
 	p("Written by `%s` (mode %s) on %s, %.0f minutes in all. Machine: %s CPUs (%s), %s. %s; %s; %s.\n\n",
 		cmd, m.Name, res.Started.Format("2006-01-02"), res.Seconds/60,
 		res.Machine["nproc"], res.Machine["cpu"], res.Machine["memory"],
-		res.Versions["thanos"], res.Versions["haproxy"], res.Versions["thanos-fanout"])
+		res.Versions["thanos"], res.Versions["haproxy"], versions)
 	if m.Name != "full" {
 		p("**These are %s-mode numbers** (%d runs per cell, fewer scaling rows); `scripts/compare` without options runs the full set.\n\n", m.Name, m.Runs)
 	}
@@ -55,6 +82,14 @@ func renderCompare(res *compareResult) string {
 	p("**thanos-fanout** (release build), one remote per store, the front querier with `--endpoint` to it. ")
 	p("StoreAPI rows are a Go client reading the middle hop (direct: each store itself over TLS, at once; HAProxy: each frontend, at once) and counting the series and chunks. ")
 	p("Everything runs on this one machine, so every process shares its %s CPUs.\n\n", res.Machine["nproc"])
+	if res.Baseline != "" {
+		p("**%s** is the baseline: thanos-fanout built at commit %s (release), with the same configuration as thanos-fanout, its own process and its own front querier, measured in the same rotation. ", res.title(setupFanoutBase), res.Baseline)
+		p("Its ratio, like every other, is to direct; compare the two thanos-fanout columns with each other, within this run (the last table sets them side by side).\n\n")
+	}
+	if len(res.Profiled) > 0 {
+		p("**Profiled run:** %s over %d remotes ran under `%s` while the workloads ran, which costs them CPU: their rows at %d remotes are slower than without it (the two builds alike). Profiles: [benchmarks/profiles/](benchmarks/profiles/).\n\n",
+			strings.Join(res.titles(res.Profiled), " and "), res.ProfiledRemotes, res.ProfiledWith, res.ProfiledRemotes)
+	}
 	p("Data: 6 h, one sample every %s (%d per series, half counters, half gauges; labels `job`, `namespace` (20 values), `pod`, `container`). ", SampleInterval, res.SamplesPerSeries)
 	var mdesc []string
 	for _, bm := range res.Metrics {
@@ -75,7 +110,7 @@ func renderCompare(res *compareResult) string {
 		}
 	}
 	p("### %d remotes, `%s`\n\n", m.Remotes, metricName(m.MainSize))
-	p("| workload | series | %s |\n", strings.Join(titles(setupNames), " | "))
+	p("| workload | series | %s |\n", strings.Join(res.titles(setupNames), " | "))
 	p("| --- | ---: |%s\n", strings.Repeat(" ---: |", len(setupNames)))
 	for _, r := range headline {
 		series := "—"
@@ -89,7 +124,7 @@ func renderCompare(res *compareResult) string {
 		p("\n")
 	}
 	p("\nThroughput (median run):\n\n")
-	p("| workload | unit | %s |\n", strings.Join(titles(setupNames), " | "))
+	p("| workload | unit | %s |\n", strings.Join(res.titles(setupNames), " | "))
 	p("| --- | --- |%s\n", strings.Repeat(" ---: |", len(setupNames)))
 	for _, r := range res.Rows {
 		unit := ""
@@ -114,7 +149,7 @@ func renderCompare(res *compareResult) string {
 	p("Peak RSS is VmHWM (reset before every run) over all runs, in MiB; CPU is user+system seconds of the middle hop per run (median). Direct has no middle hop. Rows are in the order they ran; the reset lowers VmHWM only to the current RSS, so memory a hop keeps after an earlier row (the million-series rows) shows in the rows after it.\n\n")
 	p("| workload | remotes |")
 	for _, n := range hopNames {
-		p(" %s MiB | %s CPU s |", setupTitles[n], setupTitles[n])
+		p(" %s MiB | %s CPU s |", res.title(n), res.title(n))
 	}
 	p("\n| --- | ---: |%s\n", strings.Repeat(" ---: | ---: |", len(hopNames)))
 	for _, r := range res.Rows {
@@ -132,7 +167,7 @@ func renderCompare(res *compareResult) string {
 			return
 		}
 		p("\n### %s\n\n", title)
-		p("| %s | workload | %s |\n", key, strings.Join(titles(setupNames), " | "))
+		p("| %s | workload | %s |\n", key, strings.Join(res.titles(setupNames), " | "))
 		p("| ---: | --- |%s\n", strings.Repeat(" ---: |", len(setupNames)))
 		for _, r := range rows {
 			p("| %s | %s |", label(r), r.Workload)
@@ -171,7 +206,7 @@ func renderCompare(res *compareResult) string {
 		p("\n### Added latency of small calls (%d remote%s behind the hop)\n\n", k, map[bool]string{true: "", false: "s"}[k == 1])
 		p("%d sequential calls of each kind per setup (after 20 to warm up), from a Go client: direct is the call straight to the first store over TLS; the others go through the middle hop, in plaintext (HAProxy: the first store's frontend). The Series call selects one series of `%s` (`cluster=\"r00\"`, one `pod`). Milliseconds, p50 / p99, and the p50 added to direct's.\n\n",
 			n, res.Metrics[0].Name)
-		p("| call | %s |\n", strings.Join(titles(setupNames), " | "))
+		p("| call | %s |\n", strings.Join(res.titles(setupNames), " | "))
 		p("| --- |%s\n", strings.Repeat(" ---: |", len(setupNames)))
 		for _, r := range res.Latency {
 			base := quantile(r.Millis[setupDirect], 0.5)
@@ -187,16 +222,55 @@ func renderCompare(res *compareResult) string {
 			p("\n")
 		}
 	}
+	if res.Baseline != "" {
+		renderBaseline(p, res)
+	}
 	p("\nRaw results (every run): [benchmarks/compare.json](benchmarks/compare.json).\n")
 	return b.String()
 }
 
-func titles(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = setupTitles[n]
+// renderBaseline sets thanos-fanout beside its baseline build, row by row:
+// the ratios of their medians (below 1: this build does better).
+func renderBaseline(p func(string, ...any), res *compareResult) {
+	base := res.title(setupFanoutBase)
+	p("\n### thanos-fanout against %s\n\n", base)
+	p("This build, %s, over the baseline, %s, from the rows above: time is the ratio of the median runs, CPU the ratio of the median middle-hop CPU seconds (both, where one is under 0.05 s), below 1 where this build does better; peak RSS in MiB. The added latency rows give both builds' p50 over direct's, and the ratio of their p50s. ", res.Versions["thanos-fanout"], res.Versions["thanos-fanout-base"])
+	p("Differences of a few per cent are within this machine's noise.\n\n")
+	p("| workload | remotes | time | CPU | peak RSS MiB, this / baseline |\n")
+	p("| --- | ---: | ---: | ---: | ---: |\n")
+	ratio := func(a, b float64) string {
+		if b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
+			return "—"
+		}
+		return fmt.Sprintf("×%.2f", a/b)
 	}
-	return out
+	// CPU seconds come in clock ticks of 10 ms: below a few ticks a ratio
+	// says little, so both values are shown instead.
+	cpu := func(a, b float64) string {
+		if a < 0.05 || b < 0.05 {
+			return fmt.Sprintf("%.2f / %.2f s", a, b)
+		}
+		return ratio(a, b)
+	}
+	for _, r := range res.Rows {
+		c, cb := r.Cells[setupFanout], r.Cells[setupFanoutBase]
+		if c == nil || cb == nil {
+			continue
+		}
+		p("| %s, `%s` | %d | %s | %s | %.0f / %.0f |\n", r.Workload, r.Metric, r.Remotes,
+			ratio(quantile(c.Seconds, 0.5), quantile(cb.Seconds, 0.5)),
+			cpu(quantile(c.HopCPU, 0.5), quantile(cb.HopCPU, 0.5)),
+			c.HopPeakRSSMiB, cb.HopPeakRSSMiB)
+	}
+	for _, r := range res.Latency {
+		xs, bs := r.Millis[setupFanout], r.Millis[setupFanoutBase]
+		if len(xs) == 0 || len(bs) == 0 {
+			continue
+		}
+		p("| %s, added latency p50 %.2f / %.2f ms | %d | %s | | |\n", r.Call,
+			quantile(xs, 0.5)-quantile(r.Millis[setupDirect], 0.5), quantile(bs, 0.5)-quantile(r.Millis[setupDirect], 0.5),
+			r.Remotes, ratio(quantile(xs, 0.5), quantile(bs, 0.5)))
+	}
 }
 
 func metricNote(r *compareRow, m compareMode) string {

@@ -12,11 +12,18 @@ package interop
 //   fanout   thanos-fanout with one remote per store, and a querier with one
 //            --endpoint to it
 //
+// With FANOUT_BASELINE_BIN, a fifth: fanout-base, the fanout setup with that
+// binary (thanos-fanout built at another revision, COMPARE_BASELINE_REV), so
+// that a change is measured against its baseline within one run. With
+// COMPARE_PERF_DIR, perf record samples the thanos-fanout processes over the
+// most remotes while the workloads run (compare_perf_test.go).
+//
 // Nothing here runs unless FANOUT_COMPARE is set (to full, quick or ci); then
 // TestMain builds none of the interop topology and only TestCompare has
 // anything to do. See compareModes for what each mode measures.
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -132,6 +139,10 @@ func TestCompare(t *testing.T) {
 		topo: &Topology{Dir: dir, Bins: bins, procs: map[string]*process{}, ports: newPortSet()},
 		bins: bins, haproxy: haproxy,
 	}
+	if lab.baseline = os.Getenv("FANOUT_BASELINE_BIN"); lab.baseline != "" {
+		lab.baselineRev = cmp.Or(os.Getenv("COMPARE_BASELINE_REV"), "?")
+		logf("compare: baseline thanos-fanout %s (%s)", lab.baselineRev, lab.baseline)
+	}
 	t.Cleanup(func() {
 		lab.topo.stopAll()
 		if t.Failed() || os.Getenv("INTEROP_KEEP_DIR") != "" {
@@ -149,9 +160,20 @@ func TestCompare(t *testing.T) {
 	}
 	logf("setup took %s", since(start))
 
+	var profiles *perfRecordings
+	if perfDir := os.Getenv("COMPARE_PERF_DIR"); perfDir != "" {
+		if profiles, err = lab.startPerf(perfDir); err != nil {
+			t.Fatalf("perf: %v", err)
+		}
+	}
 	res, err := lab.measure()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if profiles != nil {
+		if err := profiles.finish(res); err != nil {
+			t.Fatalf("perf: %v", err)
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	for _, m := range res.Mismatches {

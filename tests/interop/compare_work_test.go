@@ -36,7 +36,19 @@ type compareResult struct {
 	Rows             []*compareRow `json:"rows"`
 	Latency          []*latencyRow `json:"latency"`
 	Mismatches       []string      `json:"mismatches,omitempty"`
+	// Baseline is the short commit id thanos-fanout's baseline build
+	// (setup fanout-base) was built at: "" without one, "?" when
+	// FANOUT_BASELINE_BIN came without COMPARE_BASELINE_REV.
+	Baseline string `json:"baseline,omitempty"`
+	// Profiled names the setups whose middle hop ran under perf record while
+	// the workloads ran, over ProfiledRemotes remotes (scripts/compare --perf).
+	Profiled        []string `json:"profiled,omitempty"`
+	ProfiledRemotes int      `json:"profiled_remotes,omitempty"`
+	ProfiledWith    string   `json:"profiled_with,omitempty"`
 }
+
+// setups are the result's setups in table order.
+func (res *compareResult) setups() []string { return setupOrder(res.Baseline != "") }
 
 // compareRow is one workload on one remote count and metric, run through
 // every setup.
@@ -82,7 +94,7 @@ func (l *compareLab) measure() (*compareResult, error) {
 	m := l.mode
 	res := &compareResult{
 		Mode: m, Started: time.Now().UTC(), Machine: machineInfo(), Versions: l.versions(),
-		Metrics: l.metrics, SamplesPerSeries: l.data.Steps,
+		Metrics: l.metrics, SamplesPerSeries: l.data.Steps, Baseline: l.baselineRev,
 	}
 	end := l.data.Timestamp(l.data.Steps - 1)
 	start := l.data.Timestamp(0)
@@ -204,7 +216,7 @@ func abbreviate(s string) string {
 
 func describeRow(row *compareRow) string {
 	var parts []string
-	for _, name := range setupNames {
+	for _, name := range setupOrder(true) {
 		if c := row.Cells[name]; c != nil && len(c.Seconds) > 0 {
 			parts = append(parts, fmt.Sprintf("%s %.3fs", name, quantile(c.Seconds, 0.5)))
 		}
@@ -664,6 +676,13 @@ func (l *compareLab) versions() map[string]string {
 	}
 	if rev := os.Getenv("COMPARE_FANOUT_REV"); rev != "" {
 		v["thanos-fanout"] += " (" + rev + ")"
+	}
+	if l.baseline != "" {
+		v["thanos-fanout-base"] = "?"
+		if out, err := exec.Command(l.baseline, "--version").CombinedOutput(); err == nil {
+			v["thanos-fanout-base"] = first(out)
+		}
+		v["thanos-fanout-base"] += " (" + l.baselineRev + ")"
 	}
 	v["go"] = runtime.Version()
 	return v
