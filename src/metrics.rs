@@ -80,6 +80,13 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeFailureLabels {
+    remote: String,
+    endpoint: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     remote: String,
     method: Method,
@@ -141,6 +148,9 @@ pub struct RemoteFamilies {
     duration: Family<RemoteMethodLabels, Histogram, fn() -> Histogram>,
     first_frame: Family<RemoteMethodLabels, Histogram, fn() -> Histogram>,
     last_info_success: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    handshake_failures: Family<HandshakeFailureLabels, Counter>,
+    server_certificate_expiry: Family<EndpointLabels, Gauge>,
+    client_certificate_expiry: Family<RemoteLabels, Gauge>,
 }
 
 impl RemoteFamilies {
@@ -157,6 +167,9 @@ impl RemoteFamilies {
             duration: Family::new_with_constructor(call_buckets),
             first_frame: Family::new_with_constructor(call_buckets),
             last_info_success: Family::default(),
+            handshake_failures: Family::default(),
+            server_certificate_expiry: Family::default(),
+            client_certificate_expiry: Family::default(),
         };
         registry.register(
             "thanos_fanout_remote_endpoint_up",
@@ -213,7 +226,40 @@ impl RemoteFamilies {
             "When the endpoint last answered Info (Unix time)",
             families.last_info_success.clone(),
         );
+        registry.register(
+            "thanos_fanout_remote_tls_handshake_failures",
+            "TLS handshakes with an endpoint that failed, by reason (a client certificate the remote rejects after a TLS 1.3 handshake counts too)",
+            families.handshake_failures.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_server_certificate_expiry_timestamp_seconds",
+            "When the certificate the endpoint presented in its last successful handshake expires (Unix time)",
+            families.server_certificate_expiry.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_client_certificate_expiry_timestamp_seconds",
+            "When the client certificate configured for a remote expires (Unix time)",
+            families.client_certificate_expiry.clone(),
+        );
         families
+    }
+
+    /// Sets (or, for a remote without one, removes) the expiry of the
+    /// client certificate a remote presents.
+    pub fn client_certificate_expiry(&self, remote: &str, not_after: Option<i64>) {
+        let labels = RemoteLabels {
+            remote: remote.to_owned(),
+        };
+        match not_after {
+            Some(at) => {
+                self.client_certificate_expiry
+                    .get_or_create(&labels)
+                    .set(at);
+            }
+            None => {
+                self.client_certificate_expiry.remove(&labels);
+            }
+        }
     }
 
     /// Calls made to `remote` so far, one entry per method in
@@ -270,6 +316,14 @@ impl RemoteFamilies {
         self.connections.remove(&labels);
         self.info_failures.remove(&labels);
         self.last_info_success.remove(&labels);
+        self.server_certificate_expiry.remove(&labels);
+        for reason in crate::tls::HANDSHAKE_FAILURE_REASONS {
+            self.handshake_failures.remove(&HandshakeFailureLabels {
+                remote: remote.to_owned(),
+                endpoint: endpoint.to_owned(),
+                reason,
+            });
+        }
     }
 
     /// Drops every label child of a remote that is no longer configured,
@@ -300,6 +354,7 @@ impl RemoteFamilies {
         self.series_received.remove(&labels);
         self.series_bytes_received.remove(&labels);
         self.chunks_received.remove(&labels);
+        self.client_certificate_expiry.remove(&labels);
     }
 
     /// Creates the label children of one endpoint.
@@ -343,7 +398,48 @@ impl RemoteFamilies {
                 .get_or_create(&per_remote)
                 .clone(),
             chunks_received: self.chunks_received.get_or_create(&per_remote).clone(),
+            tls: TlsMetrics {
+                handshake_failures: self.handshake_failures.clone(),
+                server_certificate_expiry: self.server_certificate_expiry.clone(),
+                remote: remote.to_owned(),
+                endpoint: endpoint.to_owned(),
+            },
         }
+    }
+}
+
+/// TLS facts of one endpoint's connections. Its children appear with the
+/// first handshake, so a plaintext endpoint has none.
+#[derive(Clone, Debug)]
+pub struct TlsMetrics {
+    handshake_failures: Family<HandshakeFailureLabels, Counter>,
+    server_certificate_expiry: Family<EndpointLabels, Gauge>,
+    remote: String,
+    endpoint: String,
+}
+
+impl TlsMetrics {
+    /// Counts a failed handshake; `reason` is one of
+    /// [`crate::tls::HANDSHAKE_FAILURE_REASONS`].
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&HandshakeFailureLabels {
+                remote: self.remote.clone(),
+                endpoint: self.endpoint.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Records the expiry (Unix seconds) of the certificate the endpoint
+    /// just presented.
+    pub fn server_certificate_expiry(&self, not_after: i64) {
+        self.server_certificate_expiry
+            .get_or_create(&EndpointLabels {
+                remote: self.remote.clone(),
+                endpoint: self.endpoint.clone(),
+            })
+            .set(not_after);
     }
 }
 
@@ -381,6 +477,7 @@ pub struct EndpointMetrics {
     pub series_received: Counter,
     pub series_bytes_received: Counter,
     pub chunks_received: Counter,
+    pub tls: TlsMetrics,
 }
 
 impl EndpointMetrics {

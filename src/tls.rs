@@ -348,6 +348,72 @@ impl HandshakeError {
     }
 }
 
+impl HandshakeError {
+    /// The cause as a metric label value, one of [`HANDSHAKE_FAILURE_REASONS`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClientCertificateRequired(_) => "client_certificate_required",
+            Self::NoAlpn => "no_alpn",
+            Self::Tls(err) => rustls_reason(err),
+            Self::Io(_) => "connection_lost",
+        }
+    }
+}
+
+/// Every reason a handshake failure is counted under, for
+/// `thanos_fanout_remote_tls_handshake_failures_total`.
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 14] = [
+    "unknown_authority",
+    "name_mismatch",
+    "expired",
+    "not_yet_valid",
+    "bad_certificate",
+    "client_certificate_required",
+    "client_certificate_rejected",
+    "no_alpn",
+    "version_mismatch",
+    "alert",
+    "not_tls",
+    "protocol_error",
+    "connection_lost",
+    "timeout",
+];
+
+/// Which of [`HANDSHAKE_FAILURE_REASONS`] a rustls error is.
+pub fn rustls_reason(err: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match err {
+        E::InvalidCertificate(C::UnknownIssuer) => "unknown_authority",
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "name_mismatch"
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
+        E::InvalidCertificate(_) | E::NoCertificatesPresented => "bad_certificate",
+        E::AlertReceived(A::CertificateRequired) => "client_certificate_required",
+        E::AlertReceived(
+            A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::CertificateRevoked
+            | A::AccessDenied,
+        ) => "client_certificate_rejected",
+        E::AlertReceived(A::NoApplicationProtocol) => "no_alpn",
+        E::AlertReceived(A::ProtocolVersion) | E::PeerIncompatible(_) => "version_mismatch",
+        E::AlertReceived(_) => "alert",
+        // Bytes that are not TLS records: usually a plaintext server.
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => "not_tls",
+        _ => "protocol_error",
+    }
+}
+
+/// When a DER certificate stops being valid (Unix seconds), if it parses.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Adds the likely cause to rustls errors that operators meet in the field.
 pub fn explain_rustls(err: &rustls::Error) -> String {
     use rustls::{CertificateError as C, Error as E};

@@ -17,8 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::discovery::Dns;
+use crate::metrics::TlsMetrics;
 use crate::target::Dial;
-use crate::tls::{ClientTls, HandshakeError, HandshakeFacts, HandshakeRecorder};
+use crate::tls::{self, ClientTls, HandshakeError, HandshakeFacts, HandshakeRecorder};
 
 /// Why a connection to an endpoint could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub struct Connector {
     unanswered_certificate_request: Arc<AtomicBool>,
     /// Where to write what each dial showed (`thanos-fanout check`).
     recorder: Option<DialRecorder>,
+    /// Where handshake failures and server certificates are counted.
+    metrics: Option<TlsMetrics>,
 }
 
 /// What the last dial of an endpoint showed.
@@ -103,6 +106,19 @@ impl Connector {
             timeout,
             unanswered_certificate_request: Arc::default(),
             recorder: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts handshake failures and records server certificates' expiry in `metrics`.
+    pub fn observed(mut self, metrics: TlsMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn handshake_failed(&self, reason: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.handshake_failed(reason);
         }
     }
 
@@ -163,7 +179,7 @@ impl Connector {
         }
         // gRPC frames are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
-        let Some((tls, server_name)) = self.tls else {
+        let Some((tls, server_name)) = self.tls.clone() else {
             return Ok(TokioIo::new(Conn::Plain(tcp)));
         };
         let started = Instant::now();
@@ -180,9 +196,15 @@ impl Connector {
             Ok(Ok((stream, unanswered))) => {
                 self.unanswered_certificate_request
                     .store(unanswered, Ordering::Relaxed);
+                let presented = stream.get_ref().1.peer_certificates();
+                let expiry = presented.and_then(|chain| tls::not_after(chain.first()?));
+                if let (Some(metrics), Some(not_after)) = (&self.metrics, expiry) {
+                    metrics.server_certificate_expiry(not_after);
+                }
                 stream
             }
             Ok(Err(source)) => {
+                self.handshake_failed(source.reason());
                 return Err(ConnectError::Handshake {
                     address,
                     server_name: server_name.to_str().into_owned(),
@@ -190,13 +212,18 @@ impl Connector {
                 });
             }
             Err(_) => {
+                self.handshake_failed("timeout");
                 return Err(ConnectError::Timeout {
                     address,
                     timeout: self.timeout,
                 });
             }
         };
-        Ok(TokioIo::new(Conn::Tls(Box::new(stream))))
+        Ok(TokioIo::new(Conn::Tls(Box::new(TlsConn {
+            stream,
+            metrics: self.metrics,
+            accepted: false,
+        }))))
     }
 }
 
@@ -218,7 +245,42 @@ impl tower::Service<http::Uri> for Connector {
 /// A plaintext or TLS connection.
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<TlsConn>),
+}
+
+/// A TLS connection that still watches for the remote rejecting it: with
+/// TLS 1.3 the client finishes its handshake before the server has checked
+/// the client certificate, so a rejection arrives as an alert in place of
+/// the first data.
+pub struct TlsConn {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    metrics: Option<TlsMetrics>,
+    /// Data has arrived: the remote took the handshake.
+    accepted: bool,
+}
+
+impl TlsConn {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let filled = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if !self.accepted {
+            match &poll {
+                Poll::Ready(Ok(())) => self.accepted = buf.filled().len() > filled,
+                Poll::Ready(Err(err)) => {
+                    self.accepted = true;
+                    let alert = err
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .filter(|e| matches!(e, rustls::Error::AlertReceived(_)));
+                    if let (Some(metrics), Some(alert)) = (&self.metrics, alert) {
+                        metrics.handshake_failed(tls::rustls_reason(alert));
+                    }
+                }
+                Poll::Pending => {}
+            }
+        }
+        poll
+    }
 }
 
 impl AsyncRead for Conn {
@@ -229,7 +291,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s) => s.poll_read(cx, buf),
         }
     }
 }
@@ -242,21 +304,21 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 }

@@ -508,6 +508,11 @@ impl Remote {
         dns: &Dns,
         streams_per_connection: usize,
     ) -> Self {
+        let client_certificate = client_tls.as_ref().and_then(ClientTls::client_certificate);
+        families.client_certificate_expiry(
+            &config.name,
+            client_certificate.and_then(|der| crate::tls::not_after(der)),
+        );
         Self {
             name: config.name.as_str().into(),
             config: RwLock::new(Arc::new(config.clone())),
@@ -654,18 +659,19 @@ impl Remote {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(false);
         let server_name = tls.is_some().then_some(server_name);
+        let address = spec.dial.to_string();
+        let metrics = self.families.endpoint(&self.name, &address);
+        metrics.up.set(0);
         let mut connector = Connector::new(
             spec.dial.clone(),
             self.dns.clone(),
             tls,
             config.connect_timeout,
-        );
+        )
+        .observed(metrics.tls.clone());
         if let Some(recorder) = recorder {
             connector = connector.recorded(recorder);
         }
-        let address = spec.dial.to_string();
-        let metrics = self.families.endpoint(&self.name, &address);
-        metrics.up.set(0);
         let unanswered_certificate_request = connector.unanswered_certificate_request();
         let pool = Pool::new(
             channel,

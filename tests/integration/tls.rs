@@ -295,3 +295,136 @@ async fn compression_towards_a_remote_is_used() {
         );
     }
 }
+
+/// The value of the metric line that starts with `series` (name and labels).
+async fn metric(running: &Running, series: &str) -> Option<f64> {
+    let (_, body) = crate::info::http_get(running.http_addr, "/metrics").await;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn server_config(
+    pem: &thanos_fanout::demo::certs::Pem,
+    pki: &Pki,
+) -> std::sync::Arc<rustls::ServerConfig> {
+    thanos_fanout::demo::tls_server::server_config(&pem.cert, &pem.key, Some(&pki.ca.cert_pem()))
+        .expect("server config")
+}
+
+#[tokio::test]
+async fn handshake_failures_are_counted_by_reason() {
+    let pki = Pki::new();
+    let stranger = Authority::new("stranger").expect("CA");
+    let foreign = up_remote(
+        "foreign",
+        Some(server_config(
+            &stranger.server(&["r.test"]).expect("cert"),
+            &pki,
+        )),
+    )
+    .await;
+    let misnamed = up_remote("misnamed", Some(pki.server(&["other.test"]))).await;
+    let expired = up_remote(
+        "expired",
+        Some(server_config(
+            &pki.ca
+                .server_valid(&["r.test"], (2020, 1, 1), (2021, 1, 1))
+                .expect("cert"),
+            &pki,
+        )),
+    )
+    .await;
+    let plaintext = up_remote("plaintext", None).await;
+    // With TLS 1.3 this rejection comes after our side of the handshake.
+    let rejecting = up_remote("rejecting", Some(pki.server(&["r.test"]))).await;
+    let (cert, key) = stranger
+        .client("intruder")
+        .expect("cert")
+        .write(pki.dir.path(), "intruder")
+        .expect("write");
+    let mut intruder = pki.client_tls("r.test");
+    intruder.cert_file = Some(cert);
+    intruder.key_file = Some(key);
+    let healthy = up_remote("healthy", Some(pki.server(&["r.test"]))).await;
+
+    let running = start_fanout(config(vec![
+        remote("foreign", foreign.addr, Some(pki.client_tls("r.test"))),
+        remote("misnamed", misnamed.addr, Some(pki.client_tls("r.test"))),
+        remote("expired", expired.addr, Some(pki.client_tls("r.test"))),
+        remote("plaintext", plaintext.addr, Some(pki.client_tls("r.test"))),
+        remote("rejecting", rejecting.addr, Some(intruder)),
+        remote("healthy", healthy.addr, Some(pki.client_tls("r.test"))),
+    ]))
+    .await;
+    for (remote, addr, reason) in [
+        ("foreign", foreign.addr, "unknown_authority"),
+        ("misnamed", misnamed.addr, "name_mismatch"),
+        ("expired", expired.addr, "expired"),
+        ("plaintext", plaintext.addr, "not_tls"),
+        ("rejecting", rejecting.addr, "client_certificate_rejected"),
+    ] {
+        let series = format!(
+            r#"thanos_fanout_remote_tls_handshake_failures_total{{remote="{remote}",endpoint="{addr}",reason="{reason}"}}"#
+        );
+        let count = metric(&running, &series).await;
+        assert!(count.is_some_and(|n| n >= 1.0), "{series}: {count:?}");
+    }
+    let (_, body) = crate::info::http_get(running.http_addr, "/metrics").await;
+    assert!(
+        !body.contains(r#"thanos_fanout_remote_tls_handshake_failures_total{remote="healthy""#),
+        "{body}"
+    );
+    // Each failing remote is counted under its one reason only.
+    let failures = body
+        .lines()
+        .filter(|l| l.starts_with("thanos_fanout_remote_tls_handshake_failures_total{"))
+        .count();
+    assert_eq!(failures, 5, "{body}");
+}
+
+#[tokio::test]
+async fn certificate_expiry_is_exported_for_client_and_server_certificates() {
+    let pki = Pki::new();
+    // 2040-01-01T00:00:00Z
+    const NOT_AFTER: f64 = 2_208_988_800.0;
+    let pem = pki
+        .ca
+        .server_valid(&["a.remote.test"], (2020, 1, 1), (2040, 1, 1))
+        .expect("cert");
+    let r = up_remote("a", Some(server_config(&pem, &pki))).await;
+    let plain = up_remote("b", None).await;
+    let running = start_fanout(config(vec![
+        remote("a", r.addr, Some(pki.client_tls("a.remote.test"))),
+        remote("b", plain.addr, None),
+    ]))
+    .await;
+
+    let server = format!(
+        r#"thanos_fanout_remote_server_certificate_expiry_timestamp_seconds{{remote="a",endpoint="{}"}}"#,
+        r.addr
+    );
+    assert_eq!(metric(&running, &server).await, Some(NOT_AFTER));
+
+    let client_pem = std::fs::read(&pki.client_cert).expect("read client cert");
+    let (_, client_pem) = x509_parser::pem::parse_x509_pem(&client_pem).expect("pem");
+    let client_not_after = client_pem
+        .parse_x509()
+        .expect("x509")
+        .validity()
+        .not_after
+        .timestamp();
+    assert_eq!(
+        metric(
+            &running,
+            r#"thanos_fanout_remote_client_certificate_expiry_timestamp_seconds{remote="a"}"#
+        )
+        .await,
+        Some(client_not_after as f64)
+    );
+    // A plaintext remote has neither.
+    let (_, body) = crate::info::http_get(running.http_addr, "/metrics").await;
+    assert!(
+        !body.contains(r#"certificate_expiry_timestamp_seconds{remote="b""#),
+        "{body}"
+    );
+}
