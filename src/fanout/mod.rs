@@ -181,7 +181,11 @@ impl Fanout {
                     plan.skipped
                         .push(endpoint.error(RemoteErrorKind::NotQueried(why)));
                 }
-                _ => {}
+                Availability::Unknown => {
+                    plan.skipped
+                        .push(endpoint.error(RemoteErrorKind::NotAskedYet));
+                }
+                Availability::Queryable(_) | Availability::Down { .. } => {}
             }
         }
         // Replicas take turns being asked first.

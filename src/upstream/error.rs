@@ -22,6 +22,9 @@ pub enum RemoteErrorKind {
     /// Unhealthy, so not called: why its last Info call failed.
     #[error("not queried, its last Info call failed: {0}")]
     NotQueried(String),
+    /// Found by discovery moments ago and not yet asked for Info, so not called.
+    #[error("not queried, it has not answered its first Info call yet")]
+    NotAskedYet,
     /// No connection (TCP, name resolution, connect timeout).
     #[error("{0}")]
     Connect(String),

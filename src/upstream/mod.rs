@@ -566,37 +566,61 @@ impl Remote {
     /// (and their in-flight calls); calls on removed ones run to their end.
     /// Returns the endpoints that are new.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) -> Vec<Arc<Endpoint>> {
+        let added = self.new_endpoints(specs);
+        self.install(specs, &added);
+        added
+    }
+
+    /// Endpoints for the specs that have none yet, not yet in use.
+    fn new_endpoints(&self, specs: &[EndpointSpec]) -> Vec<Arc<Endpoint>> {
         let current = self.endpoints();
-        let mut next = Vec::with_capacity(specs.len());
-        let mut added = Vec::new();
+        let mut added: Vec<Arc<Endpoint>> = Vec::new();
         for spec in specs {
-            match current.iter().find(|e| e.spec == *spec) {
-                Some(existing) => next.push(existing.clone()),
-                None => match self.build_endpoint(spec.clone()) {
-                    Ok(endpoint) => {
-                        let endpoint = Arc::new(endpoint);
-                        added.push(endpoint.clone());
-                        next.push(endpoint);
-                    }
-                    Err(error) => {
-                        tracing::error!(remote = %self.name, endpoint = %spec.dial, %error, "cannot use endpoint");
-                    }
-                },
+            if current.iter().chain(&added).any(|e| e.spec == *spec) {
+                continue;
+            }
+            match self.build_endpoint(spec.clone()) {
+                Ok(endpoint) => added.push(Arc::new(endpoint)),
+                Err(error) => {
+                    tracing::error!(remote = %self.name, endpoint = %spec.dial, %error, "cannot use endpoint");
+                }
             }
         }
+        added
+    }
+
+    /// Makes `specs` the endpoint set: the current endpoints that stay, and
+    /// `added` for the rest.
+    fn install(&self, specs: &[EndpointSpec], added: &[Arc<Endpoint>]) {
+        let current = self.endpoints();
+        let next: Vec<Arc<Endpoint>> = specs
+            .iter()
+            .filter_map(|spec| {
+                current
+                    .iter()
+                    .chain(added)
+                    .find(|e| e.spec == *spec)
+                    .cloned()
+            })
+            .collect();
         for gone in current.iter().filter(|e| !specs.contains(&e.spec)) {
-            self.families.forget_endpoint(&self.name, &gone.address);
+            // A new endpoint at the same address shares its label children.
+            if !added.iter().any(|e| e.address == gone.address) {
+                self.families.forget_endpoint(&self.name, &gone.address);
+            }
         }
         let next = Arc::new(next);
         match self.endpoints.write() {
             Ok(mut slot) => *slot = next,
             Err(poisoned) => *poisoned.into_inner() = next,
         }
-        added
     }
 
-    /// Follows discovery's endpoint sets until discovery stops: endpoints
-    /// that appear are asked for Info at once (within `info`'s timeout).
+    /// Follows discovery's endpoint sets until discovery stops. Endpoints
+    /// that appear are asked for Info (within `info`'s timeout) before the
+    /// set changes, so while a remote moves (a DNS record now names another
+    /// pod) queries keep going to the endpoints it had instead of finding
+    /// none that has answered yet.
     pub async fn follow(
         &self,
         mut sets: watch::Receiver<EndpointSet>,
@@ -604,9 +628,10 @@ impl Remote {
     ) {
         while sets.changed().await.is_ok() {
             let set = sets.borrow_and_update().clone();
-            let added = self.set_endpoints(&set);
+            let added = self.new_endpoints(&set);
             let timeout = info.borrow().timeout;
             futures::future::join_all(added.iter().map(|e| e.refresh_info(timeout))).await;
+            self.install(&set, &added);
         }
     }
 

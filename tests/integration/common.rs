@@ -73,6 +73,8 @@ pub struct Script {
     pub requests: Mutex<Vec<SeriesRequest>>,
     /// Series frames handed to the transport, over all calls.
     pub frames_sent: AtomicUsize,
+    /// How long Info takes to answer.
+    pub info_delay: Mutex<Duration>,
 }
 
 impl Script {
@@ -235,6 +237,8 @@ impl Store for Fake {
 #[tonic::async_trait]
 impl Info for Fake {
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let delay = *self.script.info_delay.lock().expect("lock");
+        tokio::time::sleep(delay).await;
         if self.script.info_fails.load(Ordering::SeqCst) {
             return Err(Status::unavailable("not ready"));
         }

@@ -485,3 +485,58 @@ async fn aaaa_records_and_short_ttls_are_honoured() {
     assert_eq!(replicas_answering(&running).await, ["4", "6"]);
     drop((r4, r6));
 }
+
+#[tokio::test]
+async fn a_remote_moved_by_dns_stays_queried_while_its_new_endpoint_answers_info() {
+    let pki = Pki::new();
+    let old = replica(&pki, &["a1.remote.test"], "1").await;
+    let new = replica(&pki, &["a2.remote.test"], "2").await;
+    // The new endpoint is slow to answer its first Info: the move must not
+    // leave the remote without a queryable endpoint meanwhile.
+    *new.script.info_delay.lock().expect("lock") = Duration::from_millis(800);
+    let dns = TestDns::start().await;
+    let srv = "_grpc._tcp.a.remote.test.";
+    dns.set_srv(srv, &[("a1.remote.test.", old.addr.port())], 1);
+    dns.set_ips("a1.remote.test", &[loopback(1)], 1);
+    dns.set_ips("a2.remote.test", &[loopback(1)], 1);
+    let running = fanout_discovering(&dns, &pki, &format!("dnssrv+{srv}")).await;
+    assert_eq!(replicas_answering(&running).await, ["1"]);
+
+    // Three clients query without pause while the record moves.
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = client(&running).await;
+        let moved = moved.clone();
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !moved.load(std::sync::atomic::Ordering::SeqCst) {
+                let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+                    .await
+                    .expect("series");
+                answers.push((answer.label_values("replica"), answer.warnings));
+            }
+            answers
+        }));
+    }
+    dns.set_srv(srv, &[("a2.remote.test.", new.addr.port())], 1);
+    eventually(
+        "the new endpoint is queried",
+        Duration::from_secs(10),
+        || endpoints(&running) == [new.addr.to_string()] && healthy(&running) == 1,
+    )
+    .await;
+    moved.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.extend(client.await.expect("client"));
+    }
+    assert!(answers.len() > 10, "only {} answers", answers.len());
+    for (replicas, warnings) in &answers {
+        assert!(
+            (replicas == &["1"] || replicas == &["2"]) && warnings.is_empty(),
+            "an answer while the remote moved: replicas {replicas:?}, warnings {warnings:?}"
+        );
+    }
+    assert_eq!(replicas_answering(&running).await, ["2"]);
+}
