@@ -489,13 +489,7 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
-        let text = match e.downcast_ref::<rustls::Error>() {
-            Some(tls) => explain_rustls(tls),
-            None => {
-                let text = e.to_string();
-                explain_alert_text(&text).unwrap_or(text)
-            }
-        };
+        let text = describe_one(e);
         // Wrappers often repeat their source's text; keep each sentence once.
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.retain(|p| !text.contains(p.as_str()));
@@ -504,6 +498,17 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+/// One error's own text (not its sources'), explaining TLS failures.
+pub fn describe_one(err: &(dyn std::error::Error + 'static)) -> String {
+    match err.downcast_ref::<rustls::Error>() {
+        Some(tls) => explain_rustls(tls),
+        None => {
+            let text = err.to_string();
+            explain_alert_text(&text).unwrap_or(text)
+        }
+    }
 }
 
 /// What one handshake showed: the certificates the server presented and

@@ -812,12 +812,16 @@ fn describe_status(status: &tonic::Status) -> String {
     if status.message().contains("invalid compression flag: 60") {
         text.push_str(" (the remote answered with HTML, not gRPC: an error page from a proxy or ingress in front of it?)");
     }
-    if let Some(source) = std::error::Error::source(status) {
-        let cause = tls::describe(source);
-        if !text.contains(&cause) {
+    // Each cause the message does not already say, once: tonic's message
+    // is often its source's text, under a "transport error" wrapper.
+    let mut next = std::error::Error::source(status);
+    while let Some(error) = next {
+        let cause = tls::describe_one(error);
+        if !cause.is_empty() && cause != "transport error" && !text.contains(&cause) {
             text.push_str(": ");
             text.push_str(&cause);
         }
+        next = error.source();
     }
     text
 }

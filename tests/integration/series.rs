@@ -416,6 +416,8 @@ async fn partial_response_warn_keeps_the_rest() {
         .find(|w| w.contains("remote b"))
         .expect("warning names b");
     assert!(down.contains(&remotes[1].addr.to_string()), "{down}");
+    // The cause once, not again for each error wrapping it.
+    assert_eq!(down.matches("Connection refused").count(), 1, "{down}");
     let slow = answer
         .warnings
         .iter()
