@@ -97,7 +97,7 @@ impl Matcher {
         let regex = |value: &str| {
             Regex::new(&format!("^(?s:{value})$")).map_err(|e| MatcherError {
                 matcher: render(m),
-                reason: e.to_string(),
+                reason: regex_reason(&e, value.len()),
             })
         };
         let kind = match label_matcher::Type::try_from(m.r#type) {
@@ -171,7 +171,59 @@ fn render(m: &LabelMatcher) -> String {
         Ok(label_matcher::Type::Nre) => "!~",
         Err(_) => "?",
     };
-    format!("{}{}{:?}", m.name, op, m.value)
+    format!(
+        "{}{}{}",
+        bounded(&m.name, QUOTED_NAME),
+        op,
+        quoted(&m.value, QUOTED_VALUE)
+    )
+}
+
+/// How much of a label name, and of a matcher's value, errors quote: enough
+/// to recognise it, never enough to overflow a gRPC status (whose message
+/// travels in an HTTP/2 trailer clients cap at a few KiB).
+const QUOTED_NAME: usize = 100;
+const QUOTED_VALUE: usize = 200;
+
+/// `text`, or its first `max` bytes (at a character boundary) and how long
+/// it was.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+/// `text` in double quotes, escaped, cut like [`bounded`].
+fn quoted(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return format!("{text:?}");
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = format!("{:?}", &text[..end]);
+    format!("{}...\" ({} bytes)", &head[..head.len() - 1], text.len())
+}
+
+/// Why a regex did not compile. For a long pattern, only the error's last
+/// line (`error: unclosed group`): the rest repeats the pattern.
+fn regex_reason(err: &regex::Error, pattern_len: usize) -> String {
+    let text = err.to_string();
+    if pattern_len <= QUOTED_VALUE {
+        return text;
+    }
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    bounded(last.trim(), QUOTED_VALUE)
 }
 
 /// Builds a label set from pairs; test and demo convenience.

@@ -137,6 +137,10 @@ impl Fanout {
     /// succeeded), offering the StoreAPI, overlapping in time, and with a
     /// compatible external label set.
     fn plan(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Plan {
+        // An empty time range has no data anywhere: no remote is asked.
+        if min_time > max_time {
+            return Plan::default();
+        }
         self.plan_by(|info| {
             info.store
                 && min_time <= info.max_time

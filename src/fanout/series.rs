@@ -67,6 +67,29 @@ impl LocalWork {
     }
 }
 
+/// Rejects Series requests no store could answer sensibly.
+fn validate(req: &SeriesRequest) -> Result<(), FanoutError> {
+    if req.matchers.is_empty() {
+        // As a Thanos store answers: without one, every series of every
+        // remote would be read.
+        return Err(FanoutError::InvalidArgument(
+            "no matchers specified: a Series request needs at least one".into(),
+        ));
+    }
+    if let Some(shard) = &req.shard_info
+        && shard.total_shards >= 1
+        && !(0..shard.total_shards).contains(&shard.shard_index)
+    {
+        return Err(FanoutError::InvalidArgument(format!(
+            "shard_info: shard_index {} is not one of the {} shards (0 to {})",
+            shard.shard_index,
+            shard.total_shards,
+            shard.total_shards - 1
+        )));
+    }
+    Ok(())
+}
+
 impl Fanout {
     /// Starts a Series call; errors here are about the request itself.
     pub fn series(
@@ -74,6 +97,7 @@ impl Fanout {
         req: SeriesRequest,
         ctx: RequestContext,
     ) -> Result<SeriesStream, FanoutError> {
+        validate(&req)?;
         let matchers = labelset::compile_all(&req.matchers)
             .map_err(|e| FanoutError::InvalidArgument(e.to_string()))?;
         let plan = self.plan(&matchers, req.min_time, req.max_time);
@@ -82,7 +106,9 @@ impl Fanout {
         let selected = plan.selected;
         let output = Output {
             limit: req.limit.max(0) as u64,
-            batch_size: req.response_batch_size.max(1) as usize,
+            batch_size: usize::try_from(req.response_batch_size.clamp(1, MAX_BATCH_SERIES))
+                .unwrap_or(1),
+            pending_bytes: 0,
             abort,
             sent: 0,
             pending: Vec::new(),
@@ -432,6 +458,13 @@ impl Source {
     }
 }
 
+/// Most series one batch frame carries, whatever the querier asks for.
+const MAX_BATCH_SERIES: i64 = 65_536;
+
+/// A batch frame is sent once its series reach this many bytes, so frames
+/// stay far below the message size limit whatever the batch size.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
 /// Turns frames into responses: limit, batching, partial-response strategy.
 struct Output {
     source: Source,
@@ -440,6 +473,8 @@ struct Output {
     abort: bool,
     sent: u64,
     pending: Vec<Bytes>,
+    /// Bytes of the series in `pending`.
+    pending_bytes: usize,
     /// Warnings waiting to go out (before the next frame).
     queued: VecDeque<String>,
     done: bool,
@@ -458,7 +493,11 @@ impl Output {
         if self.pending.is_empty() {
             return None;
         }
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size));
+        let batch = std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(self.batch_size.min(1024)),
+        );
+        self.pending_bytes = 0;
         Some(SeriesFrame::Batch(batch))
     }
 
@@ -499,8 +538,12 @@ impl Output {
                     if self.batch_size <= 1 {
                         return Some(Ok(SeriesFrame::Series(series.into_bytes())));
                     }
-                    self.pending.push(series.into_bytes());
-                    if self.pending.len() >= self.batch_size {
+                    let series = series.into_bytes();
+                    self.pending_bytes += series.len();
+                    self.pending.push(series);
+                    if self.pending.len() >= self.batch_size
+                        || self.pending_bytes >= MAX_BATCH_BYTES
+                    {
                         return self.flush().map(Ok);
                     }
                 }
@@ -587,6 +630,7 @@ mod tests {
                 abort: false,
                 sent: 0,
                 pending: Vec::new(),
+                pending_bytes: 0,
                 queued: VecDeque::new(),
                 done: false,
                 tasks: JoinSet::new(),

@@ -37,11 +37,17 @@ use crate::proto::thanos::status_server::StatusServer;
 use crate::proto::thanos::targets_server::TargetsServer;
 use crate::telemetry::TraceHeaders;
 
+/// Longest status message we send. It travels in an HTTP/2 trailer, and
+/// clients refuse trailers over a few KiB (grpc-go: 8 KiB, failing the call
+/// with `RESOURCE_EXHAUSTED` in place of our error).
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+
 /// The one place fan-out errors become gRPC statuses.
 pub fn status(err: FanoutError) -> Status {
+    let bounded = |msg: String| crate::labelset::bounded(&msg, MAX_STATUS_MESSAGE - 32);
     match err {
-        FanoutError::InvalidArgument(msg) => Status::invalid_argument(msg),
-        FanoutError::Aborted(error) => Status::aborted(error.to_string()),
+        FanoutError::InvalidArgument(msg) => Status::invalid_argument(bounded(msg)),
+        FanoutError::Aborted(error) => Status::aborted(bounded(error.to_string())),
     }
 }
 

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apis;
+mod bad_input;
 mod check;
 mod cli;
 mod common;

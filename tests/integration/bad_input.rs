@@ -1,0 +1,346 @@
+//! Bad requests from the querier side: each gets a clear, bounded error (or
+//! a well-defined answer) and costs nothing else, while good calls run on
+//! the same connection.
+
+use std::time::Duration;
+
+use thanos_fanout::proto::thanos::{LabelNamesRequest, LabelValuesRequest, ShardInfo};
+use tonic::Code;
+
+use crate::common::*;
+
+/// Longest message a bad request may bring back: well under the 8 KiB a
+/// gRPC client accepts in its trailers.
+const MAX_MESSAGE: usize = 1024;
+
+/// One remote `a` with a few series, and thanos-fanout in front of it.
+async fn one_remote() -> (RemoteHandle, thanos_fanout::app::Running) {
+    let r = up_remote("a", None).await;
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    (r, running)
+}
+
+/// Runs `bad` while a good Series call runs beside it on the same
+/// connection; the good one must come back whole.
+async fn beside_a_good_call<T>(
+    running: &thanos_fanout::app::Running,
+    bad: impl std::future::Future<Output = T>,
+) -> T {
+    let mut client = client(running).await;
+    let good = async {
+        call_series(&mut client, request(vec![eq("__name__", "up")]))
+            .await
+            .expect("the good call")
+    };
+    let (bad, good) = tokio::join!(bad, good);
+    assert_eq!(good.label_values("cluster"), ["a"]);
+    assert!(good.warnings.is_empty(), "{:?}", good.warnings);
+    bad
+}
+
+#[tokio::test]
+async fn a_megabyte_regex_is_invalid_argument_with_a_bounded_message() {
+    let (_r, running) = one_remote().await;
+    let mut client = client(&running).await;
+    let pattern = format!("({}", "x".repeat(1 << 20));
+    let err = beside_a_good_call(
+        &running,
+        call_series(
+            &mut client,
+            request(vec![matcher(
+                thanos_fanout::proto::thanos::label_matcher::Type::Re,
+                "job",
+                &pattern,
+            )]),
+        ),
+    )
+    .await
+    .expect_err("an unclosed group");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().len() <= MAX_MESSAGE,
+        "{} bytes",
+        err.message().len()
+    );
+    assert!(
+        err.message().contains(r#"job=~"(xxxx"#),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("(1048577 bytes)"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("unclosed group"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_megabyte_label_name_in_label_values_is_bounded() {
+    let (_r, running) = one_remote().await;
+    let mut client = client(&running).await;
+    let err = client
+        .label_values(LabelValuesRequest {
+            label: String::new(),
+            start: i64::MIN,
+            end: i64::MAX,
+            matchers: vec![matcher(
+                thanos_fanout::proto::thanos::label_matcher::Type::Re,
+                &"n".repeat(1 << 20),
+                "(",
+            )],
+            ..Default::default()
+        })
+        .await
+        .expect_err("no label name, bad matcher");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().len() <= MAX_MESSAGE,
+        "{} bytes",
+        err.message().len()
+    );
+}
+
+#[tokio::test]
+async fn no_matchers_is_invalid_argument() {
+    let (r, running) = one_remote().await;
+    let mut client = client(&running).await;
+    let err = beside_a_good_call(&running, call_series(&mut client, request(vec![])))
+        .await
+        .expect_err("no matchers");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("matcher"), "{}", err.message());
+    // Only the good call reached the remote.
+    assert_eq!(r.script.series_calls(), 1);
+}
+
+#[tokio::test]
+async fn min_time_after_max_time_is_an_empty_answer_without_remote_calls() {
+    let (r, running) = one_remote().await;
+    let mut client = client(&running).await;
+    let mut req = request(vec![eq("__name__", "up")]);
+    req.min_time = 2_000;
+    req.max_time = 1_000;
+    let answer = call_series(&mut client, req)
+        .await
+        .expect("an empty answer");
+    assert!(
+        answer.series.is_empty() && answer.warnings.is_empty(),
+        "{answer:?}"
+    );
+    assert_eq!(r.script.series_calls(), 0);
+    let names = client
+        .label_names(LabelNamesRequest {
+            start: 2_000,
+            end: 1_000,
+            ..Default::default()
+        })
+        .await
+        .expect("an empty answer")
+        .into_inner();
+    assert!(names.names.is_empty(), "{names:?}");
+    assert_eq!(
+        r.script
+            .label_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_negative_limit_means_no_limit_and_a_huge_batch_size_works() {
+    let names: Vec<String> = (0..50).map(|i| format!("{i:02}")).collect();
+    let data = dataset(
+        &[("cluster", "a")],
+        names
+            .iter()
+            .map(|i| series(&[("__name__", "m"), ("i", i)], samples(0, MINUTE, |_| 1.0)))
+            .collect(),
+    );
+    let r = start_remote(data, Default::default(), None).await;
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    let mut client = client(&running).await;
+    let all = call_series(&mut client, request(vec![])).await;
+    assert!(all.is_err());
+    let mut everything = request(vec![matcher(
+        thanos_fanout::proto::thanos::label_matcher::Type::Re,
+        "__name__",
+        ".+",
+    )]);
+    let full = call_series(&mut client, everything.clone())
+        .await
+        .expect("all");
+    assert_eq!(full.series.len(), 50);
+    everything.limit = -5;
+    let negative = call_series(&mut client, everything.clone())
+        .await
+        .expect("limit -5");
+    assert_eq!(negative.series.len(), full.series.len());
+    everything.limit = 0;
+    everything.response_batch_size = i64::MAX;
+    let batched = call_series(&mut client, everything)
+        .await
+        .expect("one batch");
+    assert_eq!(batched.series.len(), full.series.len());
+    assert!(r.script.series_calls() >= 3);
+}
+
+#[tokio::test]
+async fn shard_info_with_no_shards_is_unsharded_and_out_of_range_is_invalid() {
+    let (_r, running) = one_remote().await;
+    let mut client = client(&running).await;
+    let everything = || {
+        request(vec![matcher(
+            thanos_fanout::proto::thanos::label_matcher::Type::Re,
+            "__name__",
+            ".+",
+        )])
+    };
+    let full = call_series(&mut client, everything()).await.expect("all");
+    let mut zero = everything();
+    zero.shard_info = Some(ShardInfo {
+        shard_index: 0,
+        total_shards: 0,
+        ..Default::default()
+    });
+    let unsharded = call_series(&mut client, zero).await.expect("no shards");
+    assert_eq!(unsharded.series.len(), full.series.len());
+    for (index, total) in [(3, 3), (-1, 3), (7, 2)] {
+        let mut bad = everything();
+        bad.shard_info = Some(ShardInfo {
+            shard_index: index,
+            total_shards: total,
+            ..Default::default()
+        });
+        let err = beside_a_good_call(&running, call_series(&mut client, bad))
+            .await
+            .expect_err("out of range");
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains("shard"), "{}", err.message());
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_matchers_are_answered() {
+    let (_r, running) = one_remote().await;
+    let mut client = client(&running).await;
+    let mut matchers = vec![eq("__name__", "up")];
+    matchers.extend((0..10_000).map(|i| {
+        matcher(
+            thanos_fanout::proto::thanos::label_matcher::Type::Nre,
+            &format!("l{i}"),
+            "x+",
+        )
+    }));
+    let started = std::time::Instant::now();
+    let answer = beside_a_good_call(&running, call_series(&mut client, request(matchers)))
+        .await
+        .expect("answered");
+    assert_eq!(answer.label_values("cluster"), ["a"]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn an_undecodable_request_is_refused_and_the_connection_serves_on() {
+    let (_r, running) = one_remote().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    // A Series request whose body is not protobuf: field 1 with wire type 7.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/thanos.Store/Series");
+    let err = grpc
+        .server_streaming(
+            tonic::Request::new(bytes::Bytes::from_static(&[0x0f, 0xff, 0xff])),
+            path,
+            RawCodec,
+        )
+        .await
+        .expect_err("undecodable");
+    assert!(
+        matches!(err.code(), Code::Internal | Code::InvalidArgument),
+        "{err:?}"
+    );
+    assert!(err.message().len() <= MAX_MESSAGE);
+    // The same connection answers the next call.
+    let mut client = thanos_fanout::proto::thanos::store_client::StoreClient::new(channel);
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("a good call after");
+    assert_eq!(answer.label_values("cluster"), ["a"]);
+}
+
+/// Sends and receives raw bytes.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
+#[tokio::test]
+async fn batches_stay_small_whatever_the_batch_size_asked() {
+    let r = up_remote("a", None).await;
+    r.script.set(SeriesScript::Large {
+        series: 300,
+        chunk_bytes: 16 << 10,
+    });
+    let running = start_fanout(config(vec![remote("a", r.addr, None)])).await;
+    let mut client = client(&running).await;
+    let mut req = request(vec![eq("__name__", "big")]);
+    req.response_batch_size = i64::MAX;
+    let answer = call_series(&mut client, req).await.expect("answered");
+    assert_eq!(answer.series.len(), 300);
+    // 300 series of 16 KiB: about 5 MiB, in frames of about 1 MiB.
+    assert!(answer.batches.len() >= 4, "{:?}", answer.batches);
+    assert!(
+        answer.batches.iter().all(|&n| n <= 80),
+        "{:?}",
+        answer.batches
+    );
+}
