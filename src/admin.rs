@@ -22,9 +22,11 @@ struct AdminState {
     ready: watch::Receiver<bool>,
 }
 
-/// Serves the admin endpoints until `shutdown` resolves.
+/// Serves the admin endpoints until `shutdown` resolves; over TLS with the
+/// config `tls` holds when a connection arrives, if given.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
     registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
     status: StatusPage,
@@ -36,9 +38,18 @@ pub async fn serve(
         .route("/-/ready", get(ready_probe))
         .with_state(AdminState { registry, ready })
         .merge(status.router());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(configs) => {
+            axum::serve(crate::listener::HttpsListener::new(listener, configs)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

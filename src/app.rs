@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::config::{ConfigSource, ValidConfig};
 use crate::discovery::DiscoveryMetrics;
 use crate::fanout::{Fanout, Prefetch};
+use crate::listener::ListenerCerts;
 use crate::metrics::{RemoteFamilies, ServerMetrics};
 use crate::reload::{Hangups, ReloadMetrics, ReloadStatus, Reloader};
 use crate::remotes::{RemoteSet, RemotesError};
@@ -66,6 +67,8 @@ pub enum AppError {
         address: String,
         source: std::io::Error,
     },
+    #[error("listener TLS: {0}")]
+    ListenerTls(#[from] tls::TlsError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
@@ -177,6 +180,9 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
     };
     // Hashes the files before the certificates are first read.
     let reloader = Reloader::new(reload.source, &config, reload_metrics);
+    tls::warn_about(&config);
+    let listener_certs = ListenerCerts::load(config.grpc.tls.as_ref(), config.http.tls.as_ref())?;
+    let reloader = reloader.with_listeners(listener_certs.clone());
     let upstreams = Arc::new(Upstreams::default());
     let mut remotes = RemoteSet::new(&config, upstreams.clone(), families, discovery_metrics)?;
     // Certificates and targets are checked here, before any port is bound.
@@ -241,7 +247,8 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
     };
     servers.spawn({
         let shutdown = until_stopped(stopped.clone());
-        async move { Ok(server::serve(grpc_listener, services, shutdown).await?) }
+        let tls = listener_certs.grpc.as_ref().map(watch::Sender::subscribe);
+        async move { Ok(server::serve(grpc_listener, tls, services, shutdown).await?) }
     });
     let status = StatusPage::new(
         upstreams.clone(),
@@ -252,10 +259,18 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
         let shutdown = until_stopped(stopped);
         let registry = registry.clone();
         let ready = ready.clone();
+        let tls = listener_certs.http.as_ref().map(watch::Sender::subscribe);
         async move {
-            crate::admin::serve(http_listener, registry, ready.subscribe(), status, shutdown)
-                .await
-                .map_err(AppError::Http)
+            crate::admin::serve(
+                http_listener,
+                tls,
+                registry,
+                ready.subscribe(),
+                status,
+                shutdown,
+            )
+            .await
+            .map_err(AppError::Http)
         }
     });
     tracing::info!(grpc = %grpc_addr, http = %http_addr, remotes = config.remotes.len(), "listening");

@@ -70,6 +70,9 @@ pub struct GrpcConfig {
     /// How long in-flight calls may run after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// TLS (and, with `client_ca_file`, mutual TLS) for the querier's
+    /// connections; plaintext (h2c) when absent.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for GrpcConfig {
@@ -77,6 +80,7 @@ impl Default for GrpcConfig {
         Self {
             listen: "0.0.0.0:10901".into(),
             grace_period: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -86,14 +90,31 @@ impl Default for GrpcConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: String,
+    /// HTTPS for metrics, probes and the status page; plain HTTP when absent.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:10902".into(),
+            tls: None,
         }
     }
+}
+
+/// Server-side TLS for one of our listeners. The files are reloaded when
+/// they change, like the remotes' certificates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain the listener presents.
+    pub cert_file: PathBuf,
+    /// Its PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate it signed.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Log output.
@@ -614,10 +635,27 @@ impl Config {
     /// Every CA, certificate and key file the remotes' TLS sections name, in
     /// config order.
     pub fn certificate_files(&self) -> Vec<PathBuf> {
+        let listeners = [&self.grpc.tls, &self.http.tls]
+            .into_iter()
+            .flatten()
+            .flat_map(|t| {
+                [
+                    Some(&t.cert_file),
+                    Some(&t.key_file),
+                    t.client_ca_file.as_ref(),
+                ]
+            });
         self.remotes
             .iter()
             .filter_map(|r| r.tls.as_ref())
-            .flat_map(|t| [&t.ca_file, &t.cert_file, &t.key_file])
+            .flat_map(|t| {
+                [
+                    t.ca_file.as_ref(),
+                    t.cert_file.as_ref(),
+                    t.key_file.as_ref(),
+                ]
+            })
+            .chain(listeners)
             .flatten()
             .cloned()
             .collect()
@@ -644,6 +682,13 @@ impl Config {
                         after
                             .iter()
                             .filter(|(key, value)| before.get(*key) != Some(*value))
+                            // A listener's TLS files are reloaded; only
+                            // turning TLS on or off needs a restart.
+                            .filter(|(key, value)| {
+                                key.as_str() != Some("tls")
+                                    || before.get(*key).is_none_or(serde_yaml::Value::is_null)
+                                    || value.is_null()
+                            })
                             .map(|(key, _)| format!("{name}.{}", key.as_str().unwrap_or_default())),
                     );
                 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod discovery;
 pub mod fanout;
 pub mod labelset;
+pub mod listener;
 pub mod metrics;
 pub mod proto;
 pub mod reload;

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, ConfigSource, ValidConfig};
+use crate::listener::ListenerCerts;
 use crate::remotes::{RemoteSet, RemotesError};
 
 /// Why a new config was not applied.
@@ -31,6 +32,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Remotes(#[from] RemotesError),
+    #[error("listener TLS: {0}")]
+    ListenerTls(#[from] crate::tls::TlsError),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +166,8 @@ pub struct Reloader {
     watched: Watched,
     metrics: ReloadMetrics,
     status: watch::Sender<ReloadStatus>,
+    /// The listeners' certificates, reloaded with the rest.
+    listeners: ListenerCerts,
 }
 
 impl Reloader {
@@ -189,7 +194,14 @@ impl Reloader {
             watched,
             metrics,
             status: watch::Sender::new(ReloadStatus::default()),
+            listeners: ListenerCerts::default(),
         }
+    }
+
+    /// Also reloads the certificates of our own listeners.
+    pub fn with_listeners(mut self, listeners: ListenerCerts) -> Self {
+        self.listeners = listeners;
+        self
     }
 
     /// How reloading goes, as it goes.
@@ -270,6 +282,9 @@ impl Reloader {
             seen.insert(path, hash);
         }
         let change = remotes.prepare(&config)?;
+        self.listeners
+            .reload(config.grpc.tls.as_ref(), config.http.tls.as_ref())?;
+        crate::tls::warn_about(&config);
         let applied = remotes.apply(change).await;
         if applied.is_empty() {
             tracing::info!(remotes = applied.kept, "config reloaded; remotes unchanged");

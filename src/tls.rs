@@ -39,6 +39,47 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
+/// Logs what in `config` weakens TLS: remotes whose certificates are not
+/// verified, and private keys other users can read. At start and on every
+/// reload, so it is not lost in old logs.
+pub fn warn_about(config: &crate::config::Config) {
+    for remote in &config.remotes {
+        if remote.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!(remote = %remote.name, "tls.insecure_skip_verify is on: the remote's certificate is not verified, so anyone on the path can impersonate it");
+        }
+    }
+    let keys = config
+        .remotes
+        .iter()
+        .filter_map(|r| r.tls.as_ref()?.key_file.as_ref())
+        .chain(
+            [&config.grpc.tls, &config.http.tls]
+                .into_iter()
+                .flatten()
+                .map(|t| &t.key_file),
+        );
+    for key in keys {
+        if let Some(mode) = world_readable(key) {
+            tracing::warn!(file = %key.display(), mode = %format!("{mode:o}"), "private key file is readable by every user; chmod o-r it (in Kubernetes, a Secret volume's defaultMode)");
+        }
+    }
+}
+
+/// The file's permission bits, if every user may read it.
+fn world_readable(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o004 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Installs ring as the process-wide rustls provider; idempotent.
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();

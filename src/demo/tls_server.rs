@@ -3,17 +3,14 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
+
+pub use crate::listener::TlsConn;
 
 use crate::tls::{ALPN_H2, TlsError, install_crypto_provider, parse_certs, parse_key, root_store};
 
@@ -50,45 +47,6 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A server-side TLS connection that tonic can serve.
-pub struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// Accepts TCP connections on `listener` and completes TLS handshakes.
 pub fn incoming(
     listener: TcpListener,
@@ -97,10 +55,9 @@ pub fn incoming(
     accept(crate::server::incoming(listener), config)
 }
 
-/// Completes TLS handshakes on accepted TCP connections, concurrently, so a
-/// slow or failing client never holds up the others. Failed handshakes are
-/// logged and dropped. Takes any stream of connections, so a test can count
-/// them.
+/// Completes TLS handshakes on accepted TCP connections with `config`
+/// (see [`crate::listener::accept`]). Takes any stream of connections, so a
+/// test can count them.
 pub fn accept<S>(
     tcp: S,
     config: Arc<ServerConfig>,
@@ -108,36 +65,7 @@ pub fn accept<S>(
 where
     S: Stream<Item = io::Result<TcpStream>> + Send + Unpin + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        let mut tcp = tcp;
-        loop {
-            let conn = tokio::select! {
-                next = tcp.next() => match next {
-                    Some(Ok(conn)) => conn,
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "accept failed");
-                        continue;
-                    }
-                    None => return,
-                },
-                _ = tx.closed() => return,
-            };
-            // Small gRPC frames must not wait for ACKs.
-            let _ = conn.set_nodelay(true);
-            let peer = conn.peer_addr().ok();
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match acceptor.accept(conn).await {
-                    Ok(tls) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
-                    }
-                    Err(error) => tracing::debug!(?peer, %error, "tls handshake failed"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
+    // The receiver keeps the config after the sender is gone.
+    let (_, configs) = tokio::sync::watch::channel(config);
+    crate::listener::accept(tcp, configs, "demo")
 }

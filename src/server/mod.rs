@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
@@ -122,9 +123,11 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+/// Serves until `shutdown` resolves, then lets in-flight calls finish;
+/// over TLS with the config `tls` holds when a connection arrives, if given.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
     services: Services,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -153,7 +156,7 @@ pub async fn serve(
     let health = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(services.health),
     );
-    Server::builder()
+    let router = Server::builder()
         .layer(compression::SnappyRequests)
         .add_service(health)
         .add_optional_service(reflection)
@@ -163,9 +166,20 @@ pub async fn serve(
         .add_service(targets)
         .add_service(metadata)
         .add_service(exemplars)
-        .add_service(status)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
+        .add_service(status);
+    match tls {
+        Some(configs) => {
+            let accepted = crate::listener::accept(incoming(listener), configs, "gRPC");
+            router
+                .serve_with_incoming_shutdown(accepted, shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming(listener), shutdown)
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod discovery;
 mod dns_server;
 mod info;
 mod labels;
+mod listener_tls;
 mod reload;
 mod replicas;
 mod series;
