@@ -304,6 +304,36 @@ pub struct RemoteConfig {
     /// HTTP/2 flow control towards this remote.
     #[serde(default)]
     pub http2: Http2Config,
+    /// When its endpoints are skipped after failing calls in a row.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// Circuit breaking per endpoint of a remote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Calls that must fail in a row (no connection, TLS, no answer or no
+    /// progress within `timeout`, Unavailable) before the endpoint is
+    /// skipped; 0 turns circuit breaking off.
+    pub failures: u32,
+    /// How long it is skipped the first time; doubled each time a call
+    /// after the back-off fails again.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// The longest back-off.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
 }
 
 /// HTTP/2 flow control towards one remote.

@@ -151,6 +151,8 @@ pub struct RemoteFamilies {
     handshake_failures: Family<HandshakeFailureLabels, Counter>,
     server_certificate_expiry: Family<EndpointLabels, Gauge>,
     client_certificate_expiry: Family<RemoteLabels, Gauge>,
+    breaker_open: Family<EndpointLabels, Gauge>,
+    breaker_opened: Family<EndpointLabels, Counter>,
 }
 
 impl RemoteFamilies {
@@ -170,6 +172,8 @@ impl RemoteFamilies {
             handshake_failures: Family::default(),
             server_certificate_expiry: Family::default(),
             client_certificate_expiry: Family::default(),
+            breaker_open: Family::default(),
+            breaker_opened: Family::default(),
         };
         registry.register(
             "thanos_fanout_remote_endpoint_up",
@@ -240,6 +244,16 @@ impl RemoteFamilies {
             "thanos_fanout_remote_client_certificate_expiry_timestamp_seconds",
             "When the client certificate configured for a remote expires (Unix time)",
             families.client_certificate_expiry.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_circuit_breaker_open",
+            "Whether the endpoint's circuit breaker is open (1): it is skipped after failing calls in a row, until its back-off passes",
+            families.breaker_open.clone(),
+        );
+        registry.register(
+            "thanos_fanout_remote_circuit_breaker_opened",
+            "Times the endpoint's circuit breaker opened",
+            families.breaker_opened.clone(),
         );
         families
     }
@@ -317,6 +331,8 @@ impl RemoteFamilies {
         self.info_failures.remove(&labels);
         self.last_info_success.remove(&labels);
         self.server_certificate_expiry.remove(&labels);
+        self.breaker_open.remove(&labels);
+        self.breaker_opened.remove(&labels);
         for reason in crate::tls::HANDSHAKE_FAILURE_REASONS {
             self.handshake_failures.remove(&HandshakeFailureLabels {
                 remote: remote.to_owned(),
@@ -387,6 +403,8 @@ impl RemoteFamilies {
             connections: self.connections.get_or_create(&labels).clone(),
             info_failures: self.info_failures.get_or_create(&labels).clone(),
             last_info_success: self.last_info_success.get_or_create(&labels).clone(),
+            breaker_open: self.breaker_open.get_or_create(&labels).clone(),
+            breaker_opened: self.breaker_opened.get_or_create(&labels).clone(),
             calls,
             in_flight: Method::CALLED.map(|m| self.in_flight.get_or_create(&by_method(m)).clone()),
             duration: Method::CALLED.map(|m| self.duration.get_or_create(&by_method(m)).clone()),
@@ -470,6 +488,8 @@ pub struct EndpointMetrics {
     pub info_failures: Counter,
     /// Unix time of the last successful Info call.
     pub last_info_success: Gauge<f64, AtomicU64>,
+    pub breaker_open: Gauge,
+    pub breaker_opened: Counter,
     calls: [[Counter; 4]; 8],
     in_flight: [Gauge; 8],
     duration: [Histogram; 8],

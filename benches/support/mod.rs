@@ -46,6 +46,7 @@ pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
         compression: Default::default(),
         mode: Default::default(),
         http2: Default::default(),
+        circuit_breaker: Default::default(),
     }
 }
 

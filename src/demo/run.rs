@@ -103,6 +103,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
             compression: Default::default(),
             mode: Default::default(),
             http2: Default::default(),
+            circuit_breaker: Default::default(),
         });
     }
     // The demo's own remotes go through the same validation as a user's.

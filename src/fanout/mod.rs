@@ -158,9 +158,24 @@ impl Fanout {
         // Where each `mode: any` remote's first endpoint went in `selected`.
         let mut any_remotes: Vec<(Arc<str>, usize)> = Vec::new();
         let turn = self.turn.fetch_add(1, AtomicOrdering::Relaxed);
+        let mut open_replicas: Vec<RemoteError> = Vec::new();
         for endpoint in self.upstreams.endpoints() {
             match endpoint.availability() {
                 Availability::Queryable(info) if matches(&info) => {
+                    if let Err(open) = endpoint.breaker.admits() {
+                        let skipped = endpoint.error(RemoteErrorKind::CircuitOpen {
+                            failures: open.failures,
+                            until: open.until,
+                            last_error: open.last_error,
+                        });
+                        match endpoint.mode {
+                            // A replica's turn goes to the others; reported
+                            // below only if none of them can be asked.
+                            RemoteMode::Any => open_replicas.push(skipped),
+                            RemoteMode::All => plan.skipped.push(skipped),
+                        }
+                        continue;
+                    }
                     let selected = Selected {
                         endpoint,
                         info,
@@ -192,6 +207,11 @@ impl Fanout {
                 Availability::Queryable(_) | Availability::Down { .. } => {}
             }
         }
+        plan.skipped.extend(
+            open_replicas
+                .into_iter()
+                .filter(|e| !any_remotes.iter().any(|(remote, _)| *remote == e.remote)),
+        );
         // Replicas take turns being asked first.
         for &(_, at) in &any_remotes {
             let group = &mut plan.selected[at];

@@ -110,13 +110,20 @@ impl RemoteCall {
 
     /// Counts the finished call once, by how it ended, and logs a failure.
     pub fn finish(&self, outcome: Result<(), &RemoteError>) {
+        let endpoint = &self.selected.endpoint;
         let outcome = match outcome {
-            Ok(()) => Outcome::Success,
+            Ok(()) => {
+                endpoint.breaker.success();
+                Outcome::Success
+            }
             Err(error) => {
                 tracing::warn!(%error, method = ?self.method, "remote call failed");
                 let outcome = error.kind.outcome();
                 if outcome != Outcome::Success {
-                    self.selected.endpoint.note_failure(self.method, error);
+                    endpoint.note_failure(self.method, error);
+                }
+                if error.kind.trips_breaker() {
+                    endpoint.breaker.failure(&error.kind.to_string());
                 }
                 outcome
             }

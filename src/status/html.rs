@@ -685,6 +685,14 @@ fn endpoints_table(out: &mut String, s: &Snapshot, endpoints: &[EndpointStatus])
                 Escaped(error)
             );
         }
+        if let Some(open) = &e.circuit_open {
+            w!(
+                out,
+                "<div class=\"small warn-text\">circuit breaker open after {} failed calls in a row: skipped until {}</div>",
+                open.failures,
+                Escaped(&open.until.at)
+            );
+        }
         if let Some(call) = &e.last_failed_call {
             w!(
                 out,

@@ -263,6 +263,16 @@ pub struct EndpointStatus {
     /// Its last successful Info answer (kept while it is down).
     pub info: Option<InfoStatus>,
     pub last_failed_call: Option<FailedCall>,
+    /// Set while its circuit breaker is open: it is skipped until then.
+    pub circuit_open: Option<CircuitOpen>,
+}
+
+/// An open circuit breaker.
+#[derive(Debug, Clone, Serialize)]
+pub struct CircuitOpen {
+    pub until: Moment,
+    pub failures: u32,
+    pub last_error: String,
 }
 
 /// What an endpoint said about itself.
@@ -678,6 +688,11 @@ fn endpoint_status(endpoint: &Endpoint, clock: Clock) -> EndpointStatus {
             method: format!("{:?}", failure.method),
             error: failure.error.to_string(),
             at: clock.moment_of(failure.at),
+        }),
+        circuit_open: endpoint.breaker.admits().err().map(|open| CircuitOpen {
+            until: clock.moment_of(open.until),
+            failures: open.failures,
+            last_error: open.last_error,
         }),
     }
 }

@@ -22,6 +22,16 @@ pub enum RemoteErrorKind {
     /// Unhealthy, so not called: why its last Info call failed.
     #[error("not queried, its last Info call failed: {0}")]
     NotQueried(String),
+    /// Skipped: its circuit breaker is open after calls failed in a row.
+    #[error(
+        "not queried until {} (circuit breaker open after {} failed calls in a row; last: {})",
+        wall_clock(*.until), .failures, .last_error
+    )]
+    CircuitOpen {
+        failures: u32,
+        until: std::time::SystemTime,
+        last_error: String,
+    },
     /// Found by discovery moments ago and not yet asked for Info, so not called.
     #[error("not queried, it has not answered its first Info call yet")]
     NotAskedYet,
@@ -71,6 +81,19 @@ pub enum RemoteErrorKind {
 
 impl RemoteErrorKind {
     /// How a call that ended with this counts in `thanos_fanout_remote_calls_total`.
+    /// Whether the failure says the endpoint itself is unhealthy (rather
+    /// than the request, the caller or the data), so that it counts
+    /// towards its circuit breaker.
+    pub fn trips_breaker(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Tls(_) | Self::NoProgress { .. } | Self::NoAnswer(_) => true,
+            Self::Status(text) => ["Unavailable", "Internal", "Unknown", "DeadlineExceeded"]
+                .iter()
+                .any(|code| text.starts_with(code)),
+            _ => false,
+        }
+    }
+
     pub fn outcome(&self) -> Outcome {
         match self {
             Self::NoProgress { .. } | Self::NoAnswer(_) | Self::CallerDeadline { .. } => {
@@ -81,6 +104,14 @@ impl RemoteErrorKind {
             _ => Outcome::Error,
         }
     }
+}
+
+/// A moment in messages: `2025-06-01 12:00:00 UTC`.
+fn wall_clock(at: std::time::SystemTime) -> String {
+    let unix = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    crate::status::text::human_date(unix)
 }
 
 /// Durations in messages.

@@ -2,6 +2,7 @@
 //! identity, SNI name and `:authority` from the remote's config), its cached
 //! Info, and whether it is healthy enough to be queried.
 
+mod breaker;
 mod connect;
 mod error;
 mod pool;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
+pub use breaker::{Breaker, Open};
 use connect::Connector;
 pub use connect::{ConnectError, DialFacts, DialRecorder};
 pub use error::{RemoteError, RemoteErrorKind};
@@ -205,6 +207,8 @@ pub struct Endpoint {
     unanswered_certificate_request: Arc<AtomicBool>,
     state: RwLock<Arc<EndpointState>>,
     last_failure: Mutex<Option<Arc<CallFailure>>>,
+    /// Skips the endpoint after calls failed in a row.
+    pub breaker: Breaker,
     pub metrics: EndpointMetrics,
 }
 
@@ -723,6 +727,11 @@ impl Remote {
             unanswered_certificate_request,
             state: RwLock::new(Arc::new(EndpointState::default())),
             last_failure: Mutex::new(None),
+            breaker: Breaker::new(
+                config.circuit_breaker.clone(),
+                metrics.breaker_open.clone(),
+                metrics.breaker_opened.clone(),
+            ),
             metrics,
         })
     }

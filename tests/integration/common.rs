@@ -472,6 +472,7 @@ pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteCon
         compression: Default::default(),
         mode: Default::default(),
         http2: Default::default(),
+        circuit_breaker: Default::default(),
     }
 }
 

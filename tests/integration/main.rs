@@ -16,6 +16,7 @@ mod dns_server;
 mod info;
 mod labels;
 mod listener_tls;
+mod protection;
 mod reload;
 mod replicas;
 mod series;

@@ -1,0 +1,128 @@
+//! Protection from failing remotes: circuit breaking per endpoint.
+
+use std::time::Duration;
+
+use thanos_fanout::config::CircuitBreakerConfig;
+use tonic::Code;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn a_failing_endpoint_is_skipped_after_n_failures_then_retried_and_closed() {
+    let a = up_remote("a", None).await;
+    let b = up_remote("b", None).await;
+    // Info answers; every Series call fails.
+    b.script
+        .set(SeriesScript::Fail(Code::Unavailable, "overloaded".into()));
+    let mut cfg = config(vec![remote("a", a.addr, None), remote("b", b.addr, None)]);
+    cfg.remotes[1].circuit_breaker = CircuitBreakerConfig {
+        failures: 3,
+        backoff: Duration::from_millis(800),
+        max_backoff: Duration::from_secs(10),
+    };
+    let running = start_fanout(cfg).await;
+    let mut client = client(&running).await;
+    let up = || request(vec![eq("__name__", "up")]);
+
+    for n in 1..=3 {
+        let answer = call_series(&mut client, up()).await.expect("WARN");
+        assert_eq!(answer.label_values("cluster"), ["a"]);
+        assert!(
+            answer.warnings.len() == 1 && answer.warnings[0].contains("overloaded"),
+            "call {n}: {:?}",
+            answer.warnings
+        );
+    }
+    assert_eq!(b.script.series_calls(), 3);
+
+    // Open: b is not called, and the warning says so and until when.
+    let (mut one, mut two) = (client.clone(), client.clone());
+    let (first, second) = tokio::join!(call_series(&mut one, up()), call_series(&mut two, up()));
+    for answer in [first.expect("WARN"), second.expect("WARN")] {
+        assert_eq!(answer.label_values("cluster"), ["a"]);
+        assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+        let warning = &answer.warnings[0];
+        assert!(
+            warning.contains("remote b")
+                && warning.contains("circuit breaker open after 3 failed calls")
+                && warning.contains("not queried until")
+                && warning.contains("overloaded"),
+            "{warning}"
+        );
+    }
+    assert_eq!(b.script.series_calls(), 3, "skipped while open");
+    let metric = format!(
+        r#"thanos_fanout_remote_circuit_breaker_open{{remote="b",endpoint="{}"}} 1"#,
+        b.addr
+    );
+    let (_, body) = crate::info::http_get(running.http_addr, "/metrics").await;
+    assert!(body.contains(&metric), "{body}");
+    // The status page says so too.
+    let (_, page) = crate::info::http_get(running.http_addr, "/").await;
+    assert!(
+        page.contains("circuit breaker open after 3 failed calls in a row: skipped until"),
+        "{page}"
+    );
+    let (_, json) = crate::info::http_get(running.http_addr, "/status.json").await;
+    assert!(json.contains(r#""circuit_open": {"#), "{json}");
+
+    // After the back-off, a failing call opens it again, for longer.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let answer = call_series(&mut client, up()).await.expect("WARN");
+    assert!(
+        answer.warnings[0].contains("overloaded"),
+        "{:?}",
+        answer.warnings
+    );
+    assert_eq!(b.script.series_calls(), 4, "retried after the back-off");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let answer = call_series(&mut client, up()).await.expect("WARN");
+    assert!(
+        answer.warnings[0].contains("circuit breaker open"),
+        "the second back-off is longer: {:?}",
+        answer.warnings
+    );
+    assert_eq!(b.script.series_calls(), 4);
+
+    // b recovers: the next retry succeeds and closes the breaker.
+    b.script.set(SeriesScript::Normal);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let answer = call_series(&mut client, up()).await.expect("answer");
+    assert_eq!(answer.label_values("cluster"), ["a", "b"]);
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    let answer = call_series(&mut client, up()).await.expect("answer");
+    assert_eq!(answer.label_values("cluster"), ["a", "b"]);
+    let (_, body) = crate::info::http_get(running.http_addr, "/metrics").await;
+    assert!(body.contains(&metric.replace("} 1", "} 0")), "{body}");
+    assert!(
+        body.contains(&format!(
+            r#"thanos_fanout_remote_circuit_breaker_opened_total{{remote="b",endpoint="{}"}} 2"#,
+            b.addr
+        )),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn request_errors_do_not_open_the_breaker() {
+    let a = up_remote("a", None).await;
+    a.script.set(SeriesScript::Fail(
+        Code::InvalidArgument,
+        "bad request".into(),
+    ));
+    let mut cfg = config(vec![remote("a", a.addr, None)]);
+    cfg.remotes[0].circuit_breaker.failures = 2;
+    let running = start_fanout(cfg).await;
+    let mut client = client(&running).await;
+    for _ in 0..4 {
+        let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+            .await
+            .expect("WARN");
+        assert!(
+            answer.warnings[0].contains("bad request"),
+            "{:?}",
+            answer.warnings
+        );
+    }
+    assert_eq!(a.script.series_calls(), 4, "never skipped");
+}
