@@ -191,11 +191,10 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
         config.fanout.prefetch_bytes,
         config.fanout.prefetch_bytes_total,
     );
-    let fanout = Arc::new(Fanout::new(
-        upstreams.clone(),
-        prefetch,
-        config.fanout.buffer_frames,
-    ));
+    let fanout = Arc::new(
+        Fanout::new(upstreams.clone(), prefetch, config.fanout.buffer_frames)
+            .with_limits(config.limits.clone()),
+    );
 
     let (grpc_listener, grpc_addr) = bind("gRPC", &config.grpc.listen).await?;
     let (http_listener, http_addr) = bind("HTTP", &config.http.listen).await?;
@@ -241,7 +240,8 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
     let mut servers = JoinSet::new();
     let services = Services {
         apis: ApiService::new(fanout.clone(), server_metrics.clone()),
-        store: StoreService::new(fanout, server_metrics),
+        store: StoreService::new(fanout, server_metrics)
+            .with_concurrent_series_calls(config.limits.concurrent_series_calls),
         info: InfoService::new(upstreams.clone(), ready.subscribe()),
         health: health_reporter.clone(),
     };

@@ -58,7 +58,40 @@ pub struct Config {
     pub fanout: FanoutConfig,
     pub discovery: DiscoveryConfig,
     pub reload: ReloadConfig,
+    pub limits: LimitsConfig,
     pub remotes: Vec<RemoteConfig>,
+}
+
+/// What one caller, or one request, may take. 0 is no limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Series calls served at once; one more is refused at once with
+    /// `ResourceExhausted`, so queriers retry elsewhere instead of queueing.
+    pub concurrent_series_calls: usize,
+    /// Series one Series answer may carry; beyond it the call fails with
+    /// `ResourceExhausted` (like a Thanos store's `--store.limits.request-series`).
+    pub series_per_request: u64,
+    /// Chunks one Series answer may carry.
+    pub chunks_per_request: u64,
+    /// Encoded bytes of series one Series answer may carry.
+    pub bytes_per_request: u64,
+    /// Encoded bytes of series one remote may send for one Series request;
+    /// beyond it, that remote's answer is cut with a warning naming it (an
+    /// error under ABORT), and the other remotes' answers go on.
+    pub bytes_per_remote: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            concurrent_series_calls: 1024,
+            series_per_request: 0,
+            chunks_per_request: 0,
+            bytes_per_request: 0,
+            bytes_per_remote: 0,
+        }
+    }
 }
 
 /// The StoreAPI listener the querier connects to.

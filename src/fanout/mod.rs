@@ -24,7 +24,7 @@ pub use prefetch::Prefetch;
 pub use series::SeriesStream;
 pub use streamed::ApiStream;
 
-use crate::config::RemoteMode;
+use crate::config::{LimitsConfig, RemoteMode};
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
 use crate::telemetry::TraceHeaders;
@@ -41,6 +41,9 @@ pub enum FanoutError {
     /// A remote failed and the request asked for ABORT.
     #[error(transparent)]
     Aborted(RemoteError),
+    /// The answer grew past one of `limits`.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 /// What the caller sent besides the request message.
@@ -121,6 +124,7 @@ pub struct Fanout {
     prefetch: Prefetch,
     /// Frames queued per call of the other streamed APIs.
     buffer_frames: usize,
+    limits: LimitsConfig,
 }
 
 impl Fanout {
@@ -130,7 +134,14 @@ impl Fanout {
             turn: AtomicUsize::new(0),
             prefetch,
             buffer_frames,
+            limits: LimitsConfig::default(),
         }
+    }
+
+    /// Applies `limits` to the Series calls it serves.
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Chooses endpoints like the querier chooses stores: healthy (last Info

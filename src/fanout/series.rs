@@ -30,6 +30,7 @@ use super::prefetch;
 use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
+use crate::config::LimitsConfig;
 use crate::labelset;
 use crate::metrics::Method;
 use crate::proto::thanos::{Series, SeriesRequest};
@@ -109,6 +110,9 @@ impl Fanout {
             batch_size: usize::try_from(req.response_batch_size.clamp(1, MAX_BATCH_SERIES))
                 .unwrap_or(1),
             pending_bytes: 0,
+            limits: self.limits.clone(),
+            chunks: 0,
+            bytes: 0,
             abort,
             sent: 0,
             pending: Vec::new(),
@@ -144,6 +148,7 @@ impl Fanout {
                 tx,
                 received: 0,
                 bytes: 0,
+                bytes_limit: self.limits.bytes_per_remote,
                 ready: Vec::new(),
                 ready_bytes: 0,
             };
@@ -173,6 +178,8 @@ struct Pump {
     received: u64,
     /// Their encoded bytes.
     bytes: u64,
+    /// Most bytes it may send (0: no limit).
+    bytes_limit: u64,
     /// What the current remote frame yielded, passed on as one.
     ready: Vec<Frame>,
     ready_bytes: usize,
@@ -287,11 +294,11 @@ impl Pump {
     async fn handle(&mut self, frame: SeriesFrame) -> Result<(), Stop> {
         match frame {
             SeriesFrame::Series(series) => {
-                self.count(std::slice::from_ref(&series));
+                self.count(std::slice::from_ref(&series))?;
                 self.accept(series)?;
             }
             SeriesFrame::Batch(batch) => {
-                self.count(&batch);
+                self.count(&batch)?;
                 for series in batch {
                     self.accept(series)?;
                 }
@@ -307,13 +314,22 @@ impl Pump {
     }
 
     /// Counts a frame's series and their bytes (chunks are counted as they
-    /// are parsed).
-    fn count(&mut self, series: &[Bytes]) {
+    /// are parsed); past `limits.bytes_per_remote`, the remote is cut off.
+    fn count(&mut self, series: &[Bytes]) -> Result<(), Stop> {
         let metrics = &self.call.selected.endpoint.metrics;
         metrics.series_received.inc_by(series.len() as u64);
         let bytes = series.iter().map(Bytes::len).sum::<usize>() as u64;
         metrics.series_bytes_received.inc_by(bytes);
         self.bytes += bytes;
+        if self.bytes_limit > 0 && self.bytes > self.bytes_limit {
+            return Err(Stop::Failed(self.call.error(
+                RemoteErrorKind::TooManyBytes {
+                    limit: self.bytes_limit,
+                    received: self.received,
+                },
+            )));
+        }
+        Ok(())
     }
 
     fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
@@ -475,6 +491,10 @@ struct Output {
     pending: Vec<Bytes>,
     /// Bytes of the series in `pending`.
     pending_bytes: usize,
+    limits: LimitsConfig,
+    /// Chunks and bytes of the series sent (or pending).
+    chunks: u64,
+    bytes: u64,
     /// Warnings waiting to go out (before the next frame).
     queued: VecDeque<String>,
     done: bool,
@@ -487,6 +507,23 @@ impl Output {
         Box::pin(futures::stream::unfold(self, |mut out| async move {
             out.next().await.map(|item| (item, out))
         }))
+    }
+
+    /// Which of the request limits the answer so far is over, if any.
+    fn exceeded(&self) -> Option<String> {
+        let limits = &self.limits;
+        [
+            ("series_per_request", "series", limits.series_per_request, self.sent),
+            ("chunks_per_request", "chunks", limits.chunks_per_request, self.chunks),
+            ("bytes_per_request", "bytes", limits.bytes_per_request, self.bytes),
+        ]
+        .into_iter()
+        .find(|&(_, _, limit, count)| limit > 0 && count > limit)
+        .map(|(key, unit, limit, _)| {
+            format!(
+                "the answer exceeds limits.{key} ({limit} {unit}); narrow the query (fewer series or a shorter range)"
+            )
+        })
     }
 
     fn flush(&mut self) -> Option<SeriesFrame> {
@@ -535,6 +572,13 @@ impl Output {
                 }
                 Some(Frame::Series(series)) => {
                     self.sent += 1;
+                    self.chunks += series.chunks() as u64;
+                    self.bytes += series.len() as u64;
+                    if let Some(exceeded) = self.exceeded() {
+                        self.done = true;
+                        self.tasks.abort_all();
+                        return Some(Err(FanoutError::LimitExceeded(exceeded)));
+                    }
                     if self.batch_size <= 1 {
                         return Some(Ok(SeriesFrame::Series(series.into_bytes())));
                     }
@@ -631,6 +675,9 @@ mod tests {
                 sent: 0,
                 pending: Vec::new(),
                 pending_bytes: 0,
+                limits: LimitsConfig::default(),
+                chunks: 0,
+                bytes: 0,
                 queued: VecDeque::new(),
                 done: false,
                 tasks: JoinSet::new(),

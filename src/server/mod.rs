@@ -49,6 +49,7 @@ pub fn status(err: FanoutError) -> Status {
     match err {
         FanoutError::InvalidArgument(msg) => Status::invalid_argument(bounded(msg)),
         FanoutError::Aborted(error) => Status::aborted(bounded(error.to_string())),
+        FanoutError::LimitExceeded(msg) => Status::resource_exhausted(bounded(msg)),
     }
 }
 

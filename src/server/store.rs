@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
@@ -21,11 +22,35 @@ use crate::wire::SeriesFrame;
 pub struct StoreService {
     fanout: Arc<Fanout>,
     metrics: ServerMetrics,
+    /// One permit per Series call in progress (`limits.concurrent_series_calls`).
+    series_slots: Option<Arc<Semaphore>>,
 }
 
 impl StoreService {
     pub fn new(fanout: Arc<Fanout>, metrics: ServerMetrics) -> Self {
-        Self { fanout, metrics }
+        Self {
+            fanout,
+            metrics,
+            series_slots: None,
+        }
+    }
+
+    /// Serves at most `calls` Series calls at once (0: no limit).
+    pub fn with_concurrent_series_calls(mut self, calls: usize) -> Self {
+        self.series_slots = (calls > 0).then(|| Arc::new(Semaphore::new(calls)));
+        self
+    }
+
+    /// A permit for one more Series call, or the refusal.
+    fn series_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Status> {
+        let Some(slots) = &self.series_slots else {
+            return Ok(None);
+        };
+        slots.clone().try_acquire_owned().map(Some).map_err(|_| {
+            Status::resource_exhausted(
+                "thanos-fanout is serving limits.concurrent_series_calls Series calls already; retry later or raise the limit",
+            )
+        })
     }
 
     fn finish<T>(&self, method: Method, started: Instant, result: &Result<T, Status>) {
@@ -44,6 +69,13 @@ impl Store for StoreService {
         request: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
         let started = Instant::now();
+        let slot = match self.series_slot() {
+            Ok(slot) => slot,
+            Err(refused) => {
+                self.finish(Method::Series, started, &Err::<(), _>(refused.clone()));
+                return Err(refused);
+            }
+        };
         let ctx = request_context(request.metadata());
         let req = request.into_inner();
         let span = call_span(Method::Series, &ctx);
@@ -59,7 +91,11 @@ impl Store for StoreService {
             .map_err(status);
         match result {
             Ok(stream) => Ok(Response::new(Box::pin(Observed::new(
-                stream,
+                // The slot is held until the stream ends or is dropped.
+                Box::pin(stream.map(move |frame| {
+                    let _held = &slot;
+                    frame
+                })),
                 Method::Series,
                 self.metrics.clone(),
                 started,

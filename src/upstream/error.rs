@@ -32,6 +32,11 @@ pub enum RemoteErrorKind {
         until: std::time::SystemTime,
         last_error: String,
     },
+    /// It sent more than `limits.bytes_per_remote` for one request.
+    #[error(
+        "sent more than limits.bytes_per_remote ({limit} bytes) for one request, after {received} series; the rest of its answer is dropped"
+    )]
+    TooManyBytes { limit: u64, received: u64 },
     /// Found by discovery moments ago and not yet asked for Info, so not called.
     #[error("not queried, it has not answered its first Info call yet")]
     NotAskedYet,

@@ -126,3 +126,142 @@ async fn request_errors_do_not_open_the_breaker() {
     }
     assert_eq!(a.script.series_calls(), 4, "never skipped");
 }
+
+#[tokio::test]
+async fn series_calls_beyond_the_concurrency_limit_are_refused_at_once() {
+    let a = up_remote("a", None).await;
+    // Each answer takes a while: three frames 300 ms apart.
+    let data = dataset(
+        &[("cluster", "slow")],
+        ["1", "2", "3"]
+            .iter()
+            .map(|i| series(&[("__name__", "up"), ("i", i)], samples(0, MINUTE, |_| 1.0)))
+            .collect(),
+    );
+    let slow = start_remote(data, Default::default(), None).await;
+    slow.script
+        .set(SeriesScript::Drip(Duration::from_millis(300)));
+    let mut cfg = config(vec![
+        remote("a", a.addr, None),
+        remote("slow", slow.addr, None),
+    ]);
+    cfg.limits.concurrent_series_calls = 2;
+    let running = start_fanout(cfg).await;
+    let up = || request(vec![eq("__name__", "up")]);
+    let (mut one, mut two, mut three) = (
+        client(&running).await,
+        client(&running).await,
+        client(&running).await,
+    );
+    let first = tokio::spawn(async move { call_series(&mut one, up()).await });
+    let second = tokio::spawn(async move { call_series(&mut two, up()).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let refused = call_series(&mut three, up())
+        .await
+        .expect_err("a third call");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("limits.concurrent_series_calls"),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refused at once, not queued"
+    );
+    for call in [first, second] {
+        let answer = call.await.expect("task").expect("admitted calls complete");
+        assert_eq!(answer.series.len(), 4);
+    }
+    // Slots are given back when calls end.
+    let answer = call_series(&mut three, up()).await.expect("admitted now");
+    assert_eq!(answer.series.len(), 4);
+}
+
+#[tokio::test]
+async fn an_answer_over_a_request_limit_fails_with_resource_exhausted() {
+    let data = dataset(
+        &[("cluster", "a")],
+        (0..10)
+            .map(|i| {
+                let i = i.to_string();
+                series(
+                    &[("__name__", "up"), ("i", i.as_str())],
+                    samples(0, MINUTE, |_| 1.0),
+                )
+            })
+            .collect(),
+    );
+    let a = start_remote(data, Default::default(), None).await;
+    for (key, set) in [
+        ("series_per_request", (5, 0, 0)),
+        ("chunks_per_request", (0, 5, 0)),
+        ("bytes_per_request", (0, 0, 300)),
+    ] {
+        let mut cfg = config(vec![remote("a", a.addr, None)]);
+        (
+            cfg.limits.series_per_request,
+            cfg.limits.chunks_per_request,
+            cfg.limits.bytes_per_request,
+        ) = set;
+        let running = start_fanout(cfg).await;
+        let mut client = client(&running).await;
+        let err = call_series(&mut client, request(vec![eq("__name__", "up")]))
+            .await
+            .expect_err("over the limit");
+        assert_eq!(err.code(), Code::ResourceExhausted, "{key}: {err:?}");
+        assert!(err.message().contains(&format!("limits.{key}")), "{err:?}");
+        // A smaller answer passes.
+        let answer = call_series(
+            &mut client,
+            request(vec![eq("__name__", "up"), eq("i", "1")]),
+        )
+        .await
+        .expect("within the limit");
+        assert_eq!(answer.series.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_remote_over_its_byte_limit_is_cut_off_and_the_others_answer() {
+    let big = up_remote("big", None).await;
+    big.script.set(SeriesScript::Large {
+        series: 100,
+        chunk_bytes: 16 << 10,
+    });
+    let small = up_remote("small", None).await;
+    small.script.set(SeriesScript::Large {
+        series: 3,
+        chunk_bytes: 1 << 10,
+    });
+    let mut cfg = config(vec![
+        remote("big", big.addr, None),
+        remote("small", small.addr, None),
+    ]);
+    cfg.limits.bytes_per_remote = 100 << 10;
+    let running = start_fanout(cfg).await;
+    let mut client = client(&running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "big")]))
+        .await
+        .expect("WARN");
+    let from = |cluster: &str| {
+        answer
+            .label_values("cluster")
+            .iter()
+            .filter(|c| *c == cluster)
+            .count()
+    };
+    assert_eq!(from("small"), 3);
+    assert!(
+        from("big") < 10,
+        "cut off at about 100 KiB: {}",
+        from("big")
+    );
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    assert!(
+        answer.warnings[0].contains("remote big")
+            && answer.warnings[0].contains("limits.bytes_per_remote"),
+        "{}",
+        answer.warnings[0]
+    );
+}
