@@ -75,6 +75,8 @@ pub struct Script {
     pub frames_sent: AtomicUsize,
     /// How long Info takes to answer.
     pub info_delay: Mutex<Duration>,
+    /// When each cancelled Series stream was dropped.
+    pub cancelled_at: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Script {
@@ -122,6 +124,11 @@ impl Drop for Guard {
     fn drop(&mut self) {
         if !self.ended {
             self.script.cancelled.fetch_add(1, Ordering::SeqCst);
+            self.script
+                .cancelled_at
+                .lock()
+                .expect("lock")
+                .push(std::time::Instant::now());
         }
     }
 }

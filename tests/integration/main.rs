@@ -20,6 +20,7 @@ mod protection;
 mod reload;
 mod replicas;
 mod series;
+mod shutdown;
 mod status;
 mod tls;
 mod tracing;

@@ -265,3 +265,160 @@ async fn a_remote_over_its_byte_limit_is_cut_off_and_the_others_answer() {
         answer.warnings[0]
     );
 }
+
+/// Three remotes that each hang in their own way, four concurrent calls
+/// through thanos-fanout, and how long after `cancel` the last remote stream
+/// was dropped on the remotes' side.
+/// `cancel` gets the open streams and when the first was opened, and
+/// returns when it cancelled them.
+async fn cancellation_delay(
+    cancel: impl FnOnce(
+        Vec<tonic::Streaming<thanos_fanout::proto::thanos::SeriesResponse>>,
+        std::time::Instant,
+    ) -> std::time::Instant,
+    deadline: Option<Duration>,
+) -> Duration {
+    let mut remotes = Vec::new();
+    for (cluster, script) in [
+        ("a", SeriesScript::NormalThenHang),
+        ("b", SeriesScript::Hang),
+        ("c", SeriesScript::PartThenHang(1)),
+    ] {
+        let r = up_remote(cluster, None).await;
+        r.script.set(script);
+        remotes.push(r);
+    }
+    let mut cfg = config(
+        remotes
+            .iter()
+            .zip(["a", "b", "c"])
+            .map(|(r, c)| remote(c, r.addr, None))
+            .collect(),
+    );
+    for r in &mut cfg.remotes {
+        r.timeout = Duration::from_secs(60);
+    }
+    let running = start_fanout(cfg).await;
+    let mut streams = Vec::new();
+    let opened = std::time::Instant::now();
+    for _ in 0..4 {
+        let mut client = client(&running).await;
+        let mut req = tonic::Request::new(request(vec![eq("__name__", "up")]));
+        if let Some(deadline) = deadline {
+            req.set_timeout(deadline);
+        }
+        streams.push(client.series(req).await.expect("open").into_inner());
+    }
+    eventually(
+        "every remote called four times",
+        Duration::from_secs(5),
+        || remotes.iter().all(|r| r.script.series_calls() == 4),
+    )
+    .await;
+    let cancelled = cancel(streams, opened);
+    eventually(
+        "every remote stream cancelled",
+        Duration::from_secs(5),
+        || {
+            remotes
+                .iter()
+                .all(|r| r.script.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 4)
+        },
+    )
+    .await;
+    remotes
+        .iter()
+        .flat_map(|r| r.script.cancelled_at.lock().expect("lock").clone())
+        .map(|at| at.saturating_duration_since(cancelled))
+        .max()
+        .expect("cancellations")
+}
+
+#[tokio::test]
+async fn a_querier_cancelling_stops_every_remote_call_within_100ms() {
+    let delay = cancellation_delay(
+        |streams, _| {
+            drop(streams);
+            std::time::Instant::now()
+        },
+        None,
+    )
+    .await;
+    assert!(
+        delay <= Duration::from_millis(100),
+        "last remote stream dropped {delay:?} after the cancel"
+    );
+}
+
+#[tokio::test]
+async fn a_passing_deadline_stops_every_remote_call_within_100ms() {
+    let deadline = Duration::from_millis(1500);
+    let delay = cancellation_delay(
+        move |streams, opened| {
+            // Keep the streams, reading nothing: the deadline ends the calls
+            // (no later than `deadline` after the first was opened).
+            std::mem::forget(streams);
+            opened + deadline
+        },
+        Some(deadline),
+    )
+    .await;
+    assert!(
+        delay <= Duration::from_millis(100),
+        "last remote stream dropped {delay:?} after the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_reader_slows_the_remote_instead_of_buffering() {
+    const SERIES: usize = 2000;
+    const CHUNK: usize = 64 << 10;
+    let big = up_remote("big", None).await;
+    big.script.set(SeriesScript::Large {
+        series: SERIES,
+        chunk_bytes: CHUNK,
+    });
+    let mut cfg = config(vec![remote("big", big.addr, None)]);
+    cfg.fanout.prefetch_bytes = 4 << 20;
+    let running = start_fanout(cfg).await;
+    let mut client = client(&running).await;
+    let mut stream = client
+        .series(request(vec![eq("__name__", "big")]))
+        .await
+        .expect("open")
+        .into_inner();
+    let mut received = 0;
+    while received < 5 {
+        if let Some(frame) = stream.message().await.expect("frame") {
+            received += usize::from(frame.result.is_some());
+        }
+    }
+    // The reader stalls: the remote must stop too, with at most the
+    // read-ahead budget, the HTTP/2 windows and socket buffers in between.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = || {
+        big.script
+            .frames_sent
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let stalled_at = sent();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sent(),
+        stalled_at,
+        "the remote kept sending to a stalled reader"
+    );
+    let in_between = stalled_at * CHUNK;
+    assert!(
+        in_between < 48 << 20,
+        "{} MiB of a {} MiB answer sent ahead of a stalled reader",
+        in_between >> 20,
+        (SERIES * CHUNK) >> 20
+    );
+    // Reading again gets all of it.
+    while stream.message().await.expect("frame").is_some() {
+        received += 1;
+    }
+    assert_eq!(received, SERIES);
+    assert_eq!(sent(), SERIES);
+}
