@@ -244,6 +244,7 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
             .with_concurrent_series_calls(config.limits.concurrent_series_calls),
         info: InfoService::new(upstreams.clone(), ready.subscribe()),
         health: health_reporter.clone(),
+        max_message_bytes: config.grpc.max_message_bytes,
     };
     servers.spawn({
         let shutdown = until_stopped(stopped.clone());

@@ -106,6 +106,9 @@ pub struct GrpcConfig {
     /// TLS (and, with `client_ca_file`, mutual TLS) for the querier's
     /// connections; plaintext (h2c) when absent.
     pub tls: Option<ListenerTls>,
+    /// Largest request accepted from a querier, and largest answer message
+    /// sent to it.
+    pub max_message_bytes: usize,
 }
 
 impl Default for GrpcConfig {
@@ -114,6 +117,7 @@ impl Default for GrpcConfig {
             listen: "0.0.0.0:10901".into(),
             grace_period: Duration::from_secs(30),
             tls: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -340,7 +344,21 @@ pub struct RemoteConfig {
     /// When its endpoints are skipped after failing calls in a row.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Largest message (one Series frame, one Info answer) accepted from it;
+    /// a larger one ends that call with an error naming the limit.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
 }
+
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+/// Default largest message accepted, from a remote or from the querier.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// The smallest `max_message_bytes` allowed.
+pub const MIN_MAX_MESSAGE_BYTES: usize = 2 << 20;
 
 /// Circuit breaking per endpoint of a remote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -548,6 +566,21 @@ impl Config {
         ] {
             if d.is_zero() {
                 return Err(invalid(key.into(), "must be greater than 0".into()));
+            }
+        }
+        // Batches of series go out in frames of up to 1 MiB.
+        if self.grpc.max_message_bytes < MIN_MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "grpc.max_message_bytes".into(),
+                format!("must be at least {MIN_MAX_MESSAGE_BYTES} (2 MiB)"),
+            ));
+        }
+        for remote in &self.remotes {
+            if remote.max_message_bytes < MIN_MAX_MESSAGE_BYTES {
+                return Err(invalid(
+                    format!("remotes[{}].max_message_bytes", remote.name),
+                    format!("must be at least {MIN_MAX_MESSAGE_BYTES} (2 MiB)"),
+                ));
             }
         }
         if let Some(ratio) = self.tracing.sampling_ratio

@@ -28,7 +28,6 @@ pub use store::StoreService;
 
 use crate::fanout::{FanoutError, RequestContext};
 use crate::metrics::Method;
-use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::relay::store_server::StoreServer;
 use crate::proto::thanos::exemplars_server::ExemplarsServer;
 use crate::proto::thanos::info::info_server::InfoServer;
@@ -114,6 +113,8 @@ pub struct Services {
     pub apis: ApiService,
     pub info: InfoService,
     pub health: tonic_health::server::HealthReporter,
+    /// Largest request accepted, and largest answer message sent.
+    pub max_message_bytes: usize,
 }
 
 /// Accepted connections with `TCP_NODELAY` set. A Series answer ends in small
@@ -136,14 +137,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
+    let max_message = services.max_message_bytes;
     // gzip and zstd from the querier are tonic's own; snappy is the layer's.
     macro_rules! configured {
         ($server:expr) => {
             $server
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message)
         };
     }
     let store = configured!(StoreServer::from_arc(Arc::new(services.store)));

@@ -188,7 +188,11 @@ impl Connector {
             &r.tls
         });
         let handshake = tls.connect_recorded(server_name.clone(), tcp, tls_recorder);
+        // A handshake abandoned because the call it was for gave up first
+        // counts as timed out too.
+        let mut unfinished = Unfinished(self.metrics.clone());
         let result = tokio::time::timeout(self.timeout, handshake).await;
+        unfinished.0 = None;
         if let Some(recorder) = &self.recorder {
             recorder.update(|facts| facts.tls_time = Some(started.elapsed()));
         }
@@ -239,6 +243,17 @@ impl tower::Service<http::Uri> for Connector {
     // The URI only carries the `:authority` for requests; we dial our target.
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         Box::pin(self.clone().connect())
+    }
+}
+
+/// Counts a handshake as timed out if dropped while still holding metrics.
+struct Unfinished(Option<TlsMetrics>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.0 {
+            metrics.handshake_failed("timeout");
+        }
     }
 }
 

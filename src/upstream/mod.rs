@@ -207,6 +207,8 @@ pub struct Endpoint {
     unanswered_certificate_request: Arc<AtomicBool>,
     state: RwLock<Arc<EndpointState>>,
     last_failure: Mutex<Option<Arc<CallFailure>>>,
+    /// Largest message accepted from it.
+    max_message_bytes: usize,
     /// Skips the endpoint after calls failed in a row.
     pub breaker: Breaker,
     pub metrics: EndpointMetrics,
@@ -223,9 +225,9 @@ impl std::fmt::Debug for Endpoint {
 
 /// A generated client with our message limits and the remote's compression.
 macro_rules! client {
-    ($client:ident, $channel:expr, $compression:expr) => {{
+    ($client:ident, $channel:expr, $compression:expr, $max_message:expr) => {{
         let client = $client::new($channel)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_decoding_message_size($max_message)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         match $compression {
             Some(encoding) => client.send_compressed(encoding).accept_compressed(encoding),
@@ -243,7 +245,7 @@ macro_rules! stream_clients {
                 pub fn $method(&self) -> ($client<RemoteChannel>, StreamLease) {
                     let lease = self.pool.stream();
                     (
-                        client!($client, self.channel(lease.channel()), self.compression),
+                        client!($client, self.channel(lease.channel()), self.compression, self.max_message_bytes),
                         lease,
                     )
                 }
@@ -267,7 +269,8 @@ impl Endpoint {
         client!(
             StoreClient,
             self.channel(self.pool.primary()),
-            self.compression
+            self.compression,
+            self.max_message_bytes
         )
     }
 
@@ -392,7 +395,8 @@ impl Endpoint {
         let mut client = client!(
             InfoClient,
             self.channel(self.pool.primary()),
-            self.compression
+            self.compression,
+            self.max_message_bytes
         );
         match tokio::time::timeout(timeout, client.info(request)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
@@ -727,6 +731,7 @@ impl Remote {
             unanswered_certificate_request,
             state: RwLock::new(Arc::new(EndpointState::default())),
             last_failure: Mutex::new(None),
+            max_message_bytes: config.max_message_bytes,
             breaker: Breaker::new(
                 config.circuit_breaker.clone(),
                 metrics.breaker_open.clone(),
@@ -818,6 +823,9 @@ fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     // An ingress or proxy error page instead of a gRPC answer: the first
     // byte of HTML ('<' = 60) is read as the gRPC compression flag.
+    if status.message().contains("message length too large") {
+        text.push_str(" (a frame larger than remotes[].max_message_bytes)");
+    }
     if status.message().contains("invalid compression flag: 60") {
         text.push_str(" (the remote answered with HTML, not gRPC: an error page from a proxy or ingress in front of it?)");
     }

@@ -44,6 +44,8 @@ pub enum SeriesScript {
     NormalThenHang,
     /// Send exactly these frames.
     Frames(Vec<SeriesResponse>),
+    /// Send these frames, then keep the stream open forever.
+    FramesThenHang(Vec<SeriesResponse>),
     /// Send the synthetic answer one frame at a time, this far apart.
     Drip(Duration),
     /// Send the first this many frames of the synthetic answer, then nothing.
@@ -77,6 +79,8 @@ pub struct Script {
     pub info_delay: Mutex<Duration>,
     /// When each cancelled Series stream was dropped.
     pub cancelled_at: Mutex<Vec<std::time::Instant>>,
+    /// The time range Info advertises instead of the data's.
+    pub info_time_range: Mutex<Option<(i64, i64)>>,
 }
 
 impl Script {
@@ -177,6 +181,10 @@ impl Store for Fake {
             SeriesScript::Frames(frames) => {
                 Box::pin(tokio_stream::iter(frames.into_iter().map(Ok)))
             }
+            SeriesScript::FramesThenHang(frames) => Box::pin(futures::StreamExt::chain(
+                tokio_stream::iter(frames.into_iter().map(Ok)),
+                futures::stream::pending(),
+            )),
             SeriesScript::PartThenHang(n) => {
                 let mut frames = self.inner.series_frames(request.get_ref())?;
                 frames.truncate(n);
@@ -249,7 +257,13 @@ impl Info for Fake {
         if self.script.info_fails.load(Ordering::SeqCst) {
             return Err(Status::unavailable("not ready"));
         }
-        Info::info(&self.inner, request).await
+        let mut answer = Info::info(&self.inner, request).await?;
+        if let Some((min, max)) = *self.script.info_time_range.lock().expect("lock")
+            && let Some(store) = &mut answer.get_mut().store
+        {
+            (store.min_time, store.max_time) = (min, max);
+        }
+        Ok(answer)
     }
 }
 
@@ -480,6 +494,7 @@ pub fn remote(name: &str, addr: SocketAddr, tls: Option<TlsConfig>) -> RemoteCon
         mode: Default::default(),
         http2: Default::default(),
         circuit_breaker: Default::default(),
+        max_message_bytes: thanos_fanout::config::DEFAULT_MAX_MESSAGE_BYTES,
     }
 }
 

@@ -13,6 +13,7 @@ mod cli;
 mod common;
 mod discovery;
 mod dns_server;
+mod faults;
 mod info;
 mod labels;
 mod listener_tls;
