@@ -51,8 +51,17 @@ impl RawSeries {
         while let Some((field, value)) = reader.next().map_err(|e| format!("series: {e}"))? {
             match field {
                 LABELS => {
-                    let (name, _) = label(expect_len(value, "series label")?)
+                    let (name, value) = label(expect_len(value, "series label")?)
                         .map_err(|e| format!("series label: {e}"))?;
+                    // Label names and values are strings: a querier (or our
+                    // own decoding, for a series to merge) refuses others.
+                    if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
+                        return Err(format!(
+                            "label {}={:?} is not valid UTF-8",
+                            crate::labelset::bounded(&String::from_utf8_lossy(name), 100),
+                            crate::labelset::bounded(&String::from_utf8_lossy(value), 100),
+                        ));
+                    }
                     if let Some(previous) = previous {
                         match previous.cmp(name) {
                             Ordering::Less => {}
@@ -398,10 +407,12 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
-        let field = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
-        if field == 0 {
-            return Err("field number 0");
-        }
+        // Protobuf keys are 32 bits: field numbers 1 to 2^29 - 1.
+        let field = u32::try_from(key)
+            .ok()
+            .map(|key| key >> 3)
+            .filter(|field| *field >= 1)
+            .ok_or("field number out of range")?;
         let value = match key & 7 {
             0 => {
                 self.varint()?;
@@ -515,6 +526,32 @@ mod tests {
         assert_eq!(raw.chunks(), 3);
         assert_eq!(raw.decode_labels(), s.labels);
         assert_eq!(raw.decode().unwrap(), s);
+    }
+
+    #[test]
+    fn keys_beyond_32_bits_are_refused() {
+        // Field 4027327949, varint: a key protobuf cannot have.
+        let bytes = Bytes::from_static(&[232, 128, 128, 128, 16, 128, 0]);
+        assert!(Series::decode(bytes.as_ref()).is_err());
+        let err = RawSeries::parse(bytes).expect_err("a key over 32 bits");
+        assert!(err.contains("field number out of range"), "{err}");
+    }
+
+    #[test]
+    fn labels_that_are_not_utf8_are_refused() {
+        let series = |name: &[u8], value: &[u8]| {
+            let mut label = Vec::new();
+            prost::encoding::bytes::encode(1, &name.to_vec(), &mut label);
+            prost::encoding::bytes::encode(2, &value.to_vec(), &mut label);
+            let mut out = Vec::new();
+            prost::encoding::bytes::encode(LABELS, &label, &mut out);
+            Bytes::from(out)
+        };
+        assert!(RawSeries::parse(series(b"job", b"api")).is_ok());
+        for (name, value) in [(&b"j\xffob"[..], &b"api"[..]), (b"job", b"a\xc3")] {
+            let err = RawSeries::parse(series(name, value)).expect_err("not UTF-8");
+            assert!(err.contains("not valid UTF-8"), "{err}");
+        }
     }
 
     #[test]

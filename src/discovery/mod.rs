@@ -12,5 +12,5 @@ mod file;
 mod watch;
 
 pub use dns::{Dns, LookupError};
-pub use file::read_file_sd;
+pub use file::{parse_file_sd, read_file_sd};
 pub use watch::{DiscoveryMetrics, DiscoverySettings, EndpointSet, RemoteDiscovery};
