@@ -344,10 +344,19 @@ pub struct RemoteConfig {
     /// When its endpoints are skipped after failing calls in a row.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Calls to its endpoints in progress at once; a request that would
+    /// start one more gets a warning in its place (an error under ABORT).
+    /// 0: no limit.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
     /// Largest message (one Series frame, one Info answer) accepted from it;
     /// a larger one ends that call with an error naming the limit.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+}
+
+fn default_max_concurrent_calls() -> usize {
+    256
 }
 
 fn default_max_message_bytes() -> usize {

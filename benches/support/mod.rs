@@ -47,6 +47,7 @@ pub fn remote(name: &str, addr: SocketAddr) -> RemoteConfig {
         mode: Default::default(),
         http2: Default::default(),
         circuit_breaker: Default::default(),
+        max_concurrent_calls: 256,
         max_message_bytes: thanos_fanout::config::DEFAULT_MAX_MESSAGE_BYTES,
     }
 }

@@ -104,6 +104,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
             mode: Default::default(),
             http2: Default::default(),
             circuit_breaker: Default::default(),
+            max_concurrent_calls: 256,
             max_message_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
         });
     }

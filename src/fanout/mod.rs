@@ -101,6 +101,9 @@ struct Selected {
     endpoint: Arc<Endpoint>,
     info: Arc<RemoteInfo>,
     fallbacks: Vec<Selected>,
+    /// Its place among the remote's calls in progress, held until the call
+    /// (and every copy of this) is done.
+    _slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Selected {
@@ -187,10 +190,19 @@ impl Fanout {
                         }
                         continue;
                     }
+                    let slot = match endpoint.admit() {
+                        Ok(slot) => slot,
+                        Err(limit) => {
+                            plan.skipped
+                                .push(endpoint.error(RemoteErrorKind::Busy { limit }));
+                            continue;
+                        }
+                    };
                     let selected = Selected {
                         endpoint,
                         info,
                         fallbacks: Vec::new(),
+                        _slot: slot,
                     };
                     if selected.endpoint.mode == RemoteMode::Any {
                         let remote = selected.endpoint.remote.clone();

@@ -32,6 +32,11 @@ pub enum RemoteErrorKind {
         until: std::time::SystemTime,
         last_error: String,
     },
+    /// Not called: as many calls to the remote as it may have are in progress.
+    #[error(
+        "not queried: {limit} calls to this remote are in progress already (remotes[].max_concurrent_calls)"
+    )]
+    Busy { limit: usize },
     /// It sent more than `limits.bytes_per_remote` for one request.
     #[error(
         "sent more than limits.bytes_per_remote ({limit} bytes) for one request, after {received} series; the rest of its answer is dropped"

@@ -209,6 +209,10 @@ pub struct Endpoint {
     last_failure: Mutex<Option<Arc<CallFailure>>>,
     /// Largest message accepted from it.
     max_message_bytes: usize,
+    /// The remote's calls in progress (`max_concurrent_calls`), shared by
+    /// its endpoints.
+    calls: Option<Arc<tokio::sync::Semaphore>>,
+    max_concurrent_calls: usize,
     /// Skips the endpoint after calls failed in a row.
     pub breaker: Breaker,
     pub metrics: EndpointMetrics,
@@ -357,6 +361,19 @@ impl Endpoint {
         }
     }
 
+    /// A place among the remote's calls in progress for one more call, or
+    /// the limit if there is none.
+    pub fn admit(&self) -> Result<Option<Arc<tokio::sync::OwnedSemaphorePermit>>, usize> {
+        match &self.calls {
+            None => Ok(None),
+            Some(calls) => calls
+                .clone()
+                .try_acquire_owned()
+                .map(|permit| Some(Arc::new(permit)))
+                .map_err(|_| self.max_concurrent_calls),
+        }
+    }
+
     /// The one health rule: whether the endpoint may be queried now, and if
     /// not, why.
     pub fn availability(&self) -> Availability {
@@ -473,6 +490,8 @@ pub struct Remote {
     families: RemoteFamilies,
     streams_per_connection: usize,
     endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    /// Its calls in progress, when `max_concurrent_calls` limits them.
+    calls: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -529,6 +548,8 @@ impl Remote {
             families: families.clone(),
             streams_per_connection,
             endpoints: RwLock::new(Arc::new(Vec::new())),
+            calls: (config.max_concurrent_calls > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_calls))),
         }
     }
 
@@ -732,6 +753,8 @@ impl Remote {
             state: RwLock::new(Arc::new(EndpointState::default())),
             last_failure: Mutex::new(None),
             max_message_bytes: config.max_message_bytes,
+            calls: self.calls.clone(),
+            max_concurrent_calls: config.max_concurrent_calls,
             breaker: Breaker::new(
                 config.circuit_breaker.clone(),
                 metrics.breaker_open.clone(),

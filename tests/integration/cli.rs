@@ -119,3 +119,64 @@ fn unreadable_certificate_fails_before_binding() {
         "failed on the certificate, before binding: {err}"
     );
 }
+
+#[test]
+fn unverified_remotes_and_world_readable_keys_are_warned_about_and_keys_never_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = thanos_fanout::demo::certs::Authority::new("test CA").expect("CA");
+    let pem = ca.client("thanos-fanout").expect("cert");
+    let (cert, key) = pem.write(dir.path(), "client").expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let yaml = format!(
+        "remotes:\n  - name: lax\n    targets: [\"127.0.0.1:1\"]\n    tls: {{insecure_skip_verify: true, cert_file: {}, key_file: {}}}\n",
+        cert.display(),
+        key.display()
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let mut child = std::process::Command::new(BIN)
+        .args(["--config"])
+        .arg(&config)
+        .args([
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--http-address",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = child.kill();
+    let served = child.wait_with_output().expect("output");
+    let log = String::from_utf8_lossy(&served.stderr);
+    assert!(
+        log.contains("insecure_skip_verify is on") && log.contains("lax"),
+        "{log}"
+    );
+    assert!(
+        log.contains("readable by every user") && log.contains("client-key.pem"),
+        "{log}"
+    );
+    let key_pem = std::fs::read_to_string(&key).expect("key");
+    let key_body = key_pem.lines().nth(1).expect("a line of key material");
+    for output in [
+        log.as_ref(),
+        String::from_utf8_lossy(&out.stdout).as_ref(),
+        String::from_utf8_lossy(&out.stderr).as_ref(),
+    ] {
+        assert!(
+            !output.contains("PRIVATE KEY") && !output.contains(key_body),
+            "key material in the output"
+        );
+    }
+}

@@ -422,3 +422,54 @@ async fn a_stalled_reader_slows_the_remote_instead_of_buffering() {
     assert_eq!(received, SERIES);
     assert_eq!(sent(), SERIES);
 }
+
+#[tokio::test]
+async fn calls_beyond_a_remotes_limit_are_not_made_and_say_why() {
+    let a = up_remote("a", None).await;
+    let data = dataset(
+        &[("cluster", "slow")],
+        ["1", "2", "3"]
+            .iter()
+            .map(|i| series(&[("__name__", "up"), ("i", i)], samples(0, MINUTE, |_| 1.0)))
+            .collect(),
+    );
+    let slow = start_remote(data, Default::default(), None).await;
+    slow.script
+        .set(SeriesScript::Drip(Duration::from_millis(300)));
+    let mut cfg = config(vec![
+        remote("a", a.addr, None),
+        remote("slow", slow.addr, None),
+    ]);
+    cfg.remotes[1].max_concurrent_calls = 2;
+    let running = start_fanout(cfg).await;
+    let up = || request(vec![eq("__name__", "up")]);
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let mut client = client(&running).await;
+        calls.push(tokio::spawn(
+            async move { call_series(&mut client, up()).await },
+        ));
+    }
+    eventually(
+        "two calls at the slow remote",
+        Duration::from_secs(3),
+        || slow.script.series_calls() == 2,
+    )
+    .await;
+    let mut third = client(&running).await;
+    let answer = call_series(&mut third, up()).await.expect("WARN");
+    assert_eq!(answer.label_values("cluster"), ["a"], "a answers in full");
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    assert!(
+        answer.warnings[0].contains("remote slow")
+            && answer.warnings[0].contains("max_concurrent_calls"),
+        "{}",
+        answer.warnings[0]
+    );
+    assert_eq!(slow.script.series_calls(), 2, "no third call made");
+    for call in calls {
+        assert_eq!(call.await.expect("task").expect("answer").series.len(), 4);
+    }
+    let answer = call_series(&mut third, up()).await.expect("answer");
+    assert_eq!(answer.series.len(), 4, "room again: {:?}", answer.warnings);
+}

@@ -49,6 +49,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The Secrets named by remotes[].tlsSecrets, each once, sorted, as a JSON list. */}}
 {{- define "thanos-fanout.tlsSecretNames" -}}
 {{- $names := dict }}
+{{- range $port, $tls := .Values.listenerTls | default dict }}
+{{- with $tls.secret }}{{ $_ := set $names . true }}{{ end }}
+{{- with $tls.clientCASecret }}{{ $_ := set $names . true }}{{ end }}
+{{- end }}
 {{- range .Values.remotes }}
 {{- with .tlsSecrets }}
 {{- with .ca }}{{ $_ := set $names . true }}{{ end }}
@@ -74,6 +78,20 @@ the Secrets' mount directories.
 {{- end }}
 {{- end }}
 {{- $dir := include "thanos-fanout.secretsDir" . }}
+{{- range $port, $tls := .Values.listenerTls | default dict }}
+{{- if $tls.secret }}
+{{- $section := get $config $port | default dict }}
+{{- if hasKey $section "tls" }}
+{{- fail (printf "config.%s.tls: set listenerTls.%s instead" $port $port) }}
+{{- end }}
+{{- $files := dict "cert_file" (printf "%s/%s/tls.crt" $dir $tls.secret) "key_file" (printf "%s/%s/tls.key" $dir $tls.secret) }}
+{{- with $tls.clientCASecret }}
+{{- $_ := set $files "client_ca_file" (printf "%s/%s/%s" $dir . ($tls.clientCAKey | default "ca.crt")) }}
+{{- end }}
+{{- $_ := set $section "tls" $files }}
+{{- $_ := set $config $port $section }}
+{{- end }}
+{{- end }}
 {{- $remotes := list }}
 {{- range $i, $r := .Values.remotes }}
 {{- $remote := omit (deepCopy $r) "tlsSecrets" }}
