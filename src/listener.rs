@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,22 +37,35 @@ pub enum Protocol {
 
 /// A server config from the files `tls` names.
 pub fn server_config(tls: &ListenerTls, protocol: Protocol) -> Result<Arc<ServerConfig>, TlsError> {
+    let client_cas = tls.client_ca_file.as_deref().map(load_certs).transpose()?;
+    build_server_config(
+        load_certs(&tls.cert_file)?,
+        load_key(&tls.key_file)?,
+        client_cas,
+        protocol,
+    )
+}
+
+/// A server config presenting `chain`, requiring client certificates
+/// signed by one of `client_cas` when given.
+pub fn build_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_cas: Option<Vec<CertificateDer<'static>>>,
+    protocol: Protocol,
+) -> Result<Arc<ServerConfig>, TlsError> {
     install_crypto_provider();
-    let chain = load_certs(&tls.cert_file)?;
-    let key = load_key(&tls.key_file)?;
     let builder = ServerConfig::builder();
-    let builder = match &tls.client_ca_file {
-        Some(ca) => {
-            let roots = root_store(load_certs(ca)?)?;
-            builder
-                .with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
-        }
+    let builder = match client_cas {
+        Some(cas) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder(Arc::new(root_store(cas)?)).build()?,
+        ),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Rustls {
-            what: "listener certificate and key",
+            what: "server certificate and key",
             source,
         })?;
     config.alpn_protocols = match protocol {

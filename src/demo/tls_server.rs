@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use futures::Stream;
 use rustls::ServerConfig;
-use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use crate::listener::TlsConn;
 
-use crate::tls::{ALPN_H2, TlsError, install_crypto_provider, parse_certs, parse_key, root_store};
+use crate::listener::{Protocol, build_server_config};
+use crate::tls::{TlsError, parse_certs, parse_key};
 
 /// A gRPC server TLS config from PEM text, requiring client certificates
 /// signed by `client_ca_pem` when given.
@@ -21,30 +21,16 @@ pub fn server_config(
     key_pem: &str,
     client_ca_pem: Option<&str>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    install_crypto_provider();
     let pem_err = |reason| TlsError::Pem {
         path: PathBuf::from("<inline PEM>"),
         reason,
     };
     let chain = parse_certs(cert_pem.as_bytes()).map_err(pem_err)?;
     let key = parse_key(key_pem.as_bytes()).map_err(pem_err)?;
-    let builder = ServerConfig::builder();
-    let builder = match client_ca_pem {
-        Some(ca) => {
-            let roots = root_store(parse_certs(ca.as_bytes()).map_err(pem_err)?)?;
-            builder
-                .with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Rustls {
-            what: "server certificate",
-            source,
-        })?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
+    let client_cas = client_ca_pem
+        .map(|ca| parse_certs(ca.as_bytes()).map_err(pem_err))
+        .transpose()?;
+    build_server_config(chain, key, client_cas, Protocol::Grpc)
 }
 
 /// Accepts TCP connections on `listener` and completes TLS handshakes.

@@ -127,10 +127,10 @@ async fn request_errors_do_not_open_the_breaker() {
     assert_eq!(a.script.series_calls(), 4, "never skipped");
 }
 
-#[tokio::test]
-async fn series_calls_beyond_the_concurrency_limit_are_refused_at_once() {
+/// Remote a (one series) and remote slow, whose three series come 300 ms
+/// apart, and a config for both.
+async fn one_fast_one_slow() -> (RemoteHandle, RemoteHandle, thanos_fanout::config::Config) {
     let a = up_remote("a", None).await;
-    // Each answer takes a while: three frames 300 ms apart.
     let data = dataset(
         &[("cluster", "slow")],
         ["1", "2", "3"]
@@ -141,10 +141,16 @@ async fn series_calls_beyond_the_concurrency_limit_are_refused_at_once() {
     let slow = start_remote(data, Default::default(), None).await;
     slow.script
         .set(SeriesScript::Drip(Duration::from_millis(300)));
-    let mut cfg = config(vec![
+    let cfg = config(vec![
         remote("a", a.addr, None),
         remote("slow", slow.addr, None),
     ]);
+    (a, slow, cfg)
+}
+
+#[tokio::test]
+async fn series_calls_beyond_the_concurrency_limit_are_refused_at_once() {
+    let (_a, _slow, mut cfg) = one_fast_one_slow().await;
     cfg.limits.concurrent_series_calls = 2;
     let running = start_fanout(cfg).await;
     let up = || request(vec![eq("__name__", "up")]);
@@ -425,21 +431,7 @@ async fn a_stalled_reader_slows_the_remote_instead_of_buffering() {
 
 #[tokio::test]
 async fn calls_beyond_a_remotes_limit_are_not_made_and_say_why() {
-    let a = up_remote("a", None).await;
-    let data = dataset(
-        &[("cluster", "slow")],
-        ["1", "2", "3"]
-            .iter()
-            .map(|i| series(&[("__name__", "up"), ("i", i)], samples(0, MINUTE, |_| 1.0)))
-            .collect(),
-    );
-    let slow = start_remote(data, Default::default(), None).await;
-    slow.script
-        .set(SeriesScript::Drip(Duration::from_millis(300)));
-    let mut cfg = config(vec![
-        remote("a", a.addr, None),
-        remote("slow", slow.addr, None),
-    ]);
+    let (_a, slow, mut cfg) = one_fast_one_slow().await;
     cfg.remotes[1].max_concurrent_calls = 2;
     let running = start_fanout(cfg).await;
     let up = || request(vec![eq("__name__", "up")]);
