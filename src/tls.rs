@@ -141,10 +141,20 @@ pub(crate) fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCert
 }
 
 /// One PEM file's path and contents.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PemFile {
     path: PathBuf,
     bytes: Vec<u8>,
+}
+
+/// Only the path and size: the contents may be a private key.
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemFile")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 impl PemFile {
@@ -734,5 +744,41 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::certs::Authority;
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Authority::new("ca").expect("ca");
+        let pem = ca.client("thanos-fanout").expect("client");
+        let (cert, key) = pem.write(dir.path(), "client").expect("write");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write");
+        let tls = TlsConfig {
+            ca_file: Some(ca_file),
+            cert_file: Some(cert),
+            key_file: Some(key),
+            server_name: None,
+            insecure_skip_verify: false,
+        };
+        let files = TlsFiles::read(&tls).expect("read");
+        let client = ClientTls::from_files(&files).expect("client");
+        // The key as text (its base64 body) and as the bytes Debug prints.
+        let body: String = pem
+            .key
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let bytes = format!("{:?}", pem.key.as_bytes());
+        for debug in [format!("{files:?}"), format!("{client:?}")] {
+            assert!(!debug.contains(&body[..40]), "{debug}");
+            assert!(!debug.contains(&bytes[..60]), "{debug}");
+        }
     }
 }

@@ -52,8 +52,16 @@ async fn tls_client(
     tls: &TlsConfig,
     server_name: &str,
 ) -> Result<StoreClient<Channel>, String> {
+    tls_client_at(running.grpc_addr, tls, server_name).await
+}
+
+/// [`tls_client`] for a listener at `addr`.
+async fn tls_client_at(
+    addr: std::net::SocketAddr,
+    tls: &TlsConfig,
+    server_name: &str,
+) -> Result<StoreClient<Channel>, String> {
     let client_tls = ClientTls::from_config(tls).map_err(|e| e.to_string())?;
-    let addr = running.grpc_addr;
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).expect("name");
     let connector = tower::service_fn(move |_: http::Uri| {
         let (client_tls, name) = (client_tls.clone(), name.clone());
@@ -121,6 +129,68 @@ async fn mutual_tls_serves_clients_with_a_certificate_and_refuses_the_rest() {
     for (what, refused) in [("no certificate", b), ("another CA", c), ("plaintext", d)] {
         assert!(refused.is_err(), "{what}: {refused:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_handshakes_hold_up_no_one_and_refusals_never_stop_the_listener() {
+    let pki = Pki::new();
+    let mut grpc = listener_cert(&pki.ca, pki.dir.path(), "fanout.test");
+    grpc.client_ca_file = Some(pki.ca_file.clone());
+    let (_r, running) = fanout_with(Some(grpc), None).await;
+    let addr = running.grpc_addr;
+
+    // Connections that never finish their handshake, opened first: some
+    // send nothing, one the start of a ClientHello record that never ends.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut half = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .expect("write");
+    stalled.push(half);
+
+    let good = pki.client_tls("fanout.test");
+    let mut anonymous = good.clone();
+    anonymous.cert_file = None;
+    anonymous.key_file = None;
+    // Many clients at once, good and refused mixed, each within a bound far
+    // below the handshake timeout: a listener that handshakes in line
+    // behind the stalled connections answers none of them in time.
+    let mut calls = tokio::task::JoinSet::new();
+    for round in 0..8 {
+        for (who, tls) in [
+            ("verified", good.clone()),
+            ("no certificate", anonymous.clone()),
+        ] {
+            calls.spawn(async move {
+                let result = tokio::time::timeout(Duration::from_secs(5), async {
+                    answers(tls_client_at(addr, &tls, "fanout.test").await).await
+                })
+                .await
+                .unwrap_or_else(|_| Err("no answer within 5s".into()));
+                (who, round, result)
+            });
+        }
+    }
+    let mut served = 0;
+    while let Some(joined) = calls.join_next().await {
+        let (who, round, result) = joined.expect("task");
+        if who == "verified" {
+            assert_eq!(result, Ok(()), "verified client, round {round}");
+            served += 1;
+        } else {
+            assert!(result.is_err(), "{who} client was served in round {round}");
+        }
+    }
+    assert_eq!(served, 8);
+    // Still serving after all the refusals, with the stalled ones open.
+    assert_eq!(
+        answers(tls_client(&running, &good, "fanout.test").await).await,
+        Ok(())
+    );
+    drop(stalled);
 }
 
 #[tokio::test]
