@@ -281,9 +281,11 @@ impl RemoteDiscovery {
                     tracing::info!(remote = %name, %target, "name resolves again");
                 }
                 // Honour short TTLs, but never hammer the server nor wait
-                // longer than the refresh interval.
+                // longer than the refresh interval (which may itself be
+                // under a second).
                 let ttl = answer.valid_until.saturating_duration_since(now);
-                state.next_refresh = now + ttl.clamp(Duration::from_secs(1), refresh);
+                let floor = Duration::from_secs(1).min(refresh);
+                state.next_refresh = now + ttl.clamp(floor, refresh);
                 state.endpoints = answer.endpoints;
             }
             Err(LookupError::Failed(error)) => {

@@ -230,6 +230,25 @@ impl Fanout {
                 Availability::Queryable(_) | Availability::Down { .. } => {}
             }
         }
+        // A remote whose every endpoint is gone (its name stopped resolving
+        // for longer than discovery.stale_after, say) would otherwise just
+        // vanish from the answers.
+        for remote in self.upstreams.remotes().iter() {
+            if remote.endpoints().is_empty() {
+                let config = remote.config();
+                let sources: Vec<String> = config
+                    .targets
+                    .iter()
+                    .cloned()
+                    .chain(config.file_sd.iter().map(|f| f.display().to_string()))
+                    .collect();
+                plan.skipped.push(RemoteError {
+                    remote: remote.name.clone(),
+                    endpoint: sources.join(", "),
+                    kind: RemoteErrorKind::NoEndpoints,
+                });
+            }
+        }
         plan.skipped.extend(
             open_replicas
                 .into_iter()

@@ -42,6 +42,11 @@ pub enum RemoteErrorKind {
         "sent more than limits.bytes_per_remote ({limit} bytes) for one request, after {received} series; the rest of its answer is dropped"
     )]
     TooManyBytes { limit: u64, received: u64 },
+    /// Discovery finds no endpoint for the remote.
+    #[error(
+        "not queried, discovery finds no endpoints for it (a name that does not resolve, an SRV record without targets, or an empty file_sd file?)"
+    )]
+    NoEndpoints,
     /// Found by discovery moments ago and not yet asked for Info, so not called.
     #[error("not queried, it has not answered its first Info call yet")]
     NotAskedYet,

@@ -392,6 +392,50 @@ async fn nxdomain_removes_endpoints_only_after_stale_after() {
         metrics.contains(r#"thanos_fanout_remote_endpoints{remote="a"} 0"#),
         "{metrics}"
     );
+    // The remote does not vanish from answers in silence.
+    let mut client = client(&running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("WARN");
+    assert!(answer.series.is_empty());
+    assert!(
+        answer.warnings.len() == 1
+            && answer.warnings[0].starts_with("remote a (dns+a.remote.test:")
+            && answer.warnings[0].contains("discovery finds no endpoints"),
+        "{:?}",
+        answer.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_interval_under_a_second_works() {
+    let pki = Pki::new();
+    let r = replica(&pki, &["a.remote.test"], "1").await;
+    let dns = TestDns::start().await;
+    dns.set_ips("a.remote.test", &[loopback(1)], 1);
+    let mut cfg = dns_config(
+        &dns,
+        vec![discovered(
+            "a",
+            &[&format!("dns+a.remote.test:{}", r.addr.port())],
+            Some(tls_by_discovered_name(&pki)),
+        )],
+    );
+    cfg.discovery.refresh_interval = Duration::from_millis(300);
+    let running = start_fanout(cfg).await;
+    assert_eq!(replicas_answering(&running).await, ["1"]);
+    // Several refreshes later, discovery still runs and follows changes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    dns.remove("a.remote.test");
+    let mut client = client(&running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("series");
+    assert_eq!(
+        answer.label_values("replica"),
+        ["1"],
+        "kept through NXDOMAIN"
+    );
 }
 
 #[tokio::test]
