@@ -112,6 +112,8 @@ impl Selected {
         let (first, rest) = self.fallbacks.split_first()?;
         Some(Selected {
             fallbacks: rest.to_vec(),
+            // The call keeps its one place while it moves between replicas.
+            _slot: self._slot.clone(),
             ..first.clone()
         })
     }
@@ -167,68 +169,52 @@ impl Fanout {
     /// endpoints are not called, but those that would have matched (by their
     /// last known Info, or any request if they never answered) are reported,
     /// so a missing cluster is never silent.
+    ///
+    /// A remote in `mode: any` is one call, to one replica, with the others
+    /// to fall back to: it takes one place among the remote's calls in
+    /// progress, and its replicas that cannot be asked are reported only
+    /// when none of them can (one warning naming each replica and why). A
+    /// down replica beside a live one shows on the status page, in metrics
+    /// and in the Info poller's logs, not in answers.
     fn plan_by(&self, matches: impl Fn(&RemoteInfo) -> bool) -> Plan {
         let mut plan = Plan::default();
-        // Where each `mode: any` remote's first endpoint went in `selected`.
-        let mut any_remotes: Vec<(Arc<str>, usize)> = Vec::new();
         let turn = self.turn.fetch_add(1, AtomicOrdering::Relaxed);
-        let mut open_replicas: Vec<RemoteError> = Vec::new();
+        let mut replica_sets: Vec<ReplicaSet> = Vec::new();
         for endpoint in self.upstreams.endpoints() {
-            match endpoint.availability() {
-                Availability::Queryable(info) if matches(&info) => {
-                    if let Err(open) = endpoint.breaker.admits() {
-                        let skipped = endpoint.error(RemoteErrorKind::CircuitOpen {
-                            failures: open.failures,
-                            until: open.until,
-                            last_error: open.last_error,
-                        });
-                        match endpoint.mode {
-                            // A replica's turn goes to the others; reported
-                            // below only if none of them can be asked.
-                            RemoteMode::Any => open_replicas.push(skipped),
-                            RemoteMode::All => plan.skipped.push(skipped),
-                        }
-                        continue;
-                    }
-                    let slot = match endpoint.admit() {
-                        Ok(slot) => slot,
-                        Err(limit) => {
-                            plan.skipped
-                                .push(endpoint.error(RemoteErrorKind::Busy { limit }));
-                            continue;
+            let candidate = Candidate::of(&endpoint, &matches);
+            match endpoint.mode {
+                RemoteMode::All => match candidate {
+                    Candidate::Ask(info) => match endpoint.admit() {
+                        Ok(slot) => plan.selected.push(Selected {
+                            endpoint,
+                            info,
+                            fallbacks: Vec::new(),
+                            _slot: slot,
+                        }),
+                        Err(limit) => plan
+                            .skipped
+                            .push(endpoint.error(RemoteErrorKind::Busy { limit })),
+                    },
+                    Candidate::Skip(error) => plan.skipped.push(error),
+                    Candidate::HoldsNothing | Candidate::Irrelevant => {}
+                },
+                RemoteMode::Any => {
+                    let at = match replica_sets
+                        .iter()
+                        .position(|set| set.remote == endpoint.remote)
+                    {
+                        Some(at) => at,
+                        None => {
+                            replica_sets.push(ReplicaSet::new(endpoint.remote.clone()));
+                            replica_sets.len() - 1
                         }
                     };
-                    let selected = Selected {
-                        endpoint,
-                        info,
-                        fallbacks: Vec::new(),
-                        _slot: slot,
-                    };
-                    if selected.endpoint.mode == RemoteMode::Any {
-                        let remote = selected.endpoint.remote.clone();
-                        match any_remotes.iter().find(|(r, _)| *r == remote) {
-                            Some(&(_, at)) => plan.selected[at].fallbacks.push(selected),
-                            None => {
-                                any_remotes.push((remote, plan.selected.len()));
-                                plan.selected.push(selected);
-                            }
-                        }
-                    } else {
-                        plan.selected.push(selected);
-                    }
+                    replica_sets[at].add(endpoint, candidate);
                 }
-                Availability::Down { last_info, why }
-                    if last_info.as_deref().is_none_or(&matches) =>
-                {
-                    plan.skipped
-                        .push(endpoint.error(RemoteErrorKind::NotQueried(why)));
-                }
-                Availability::Unknown => {
-                    plan.skipped
-                        .push(endpoint.error(RemoteErrorKind::NotAskedYet));
-                }
-                Availability::Queryable(_) | Availability::Down { .. } => {}
             }
+        }
+        for set in replica_sets {
+            set.plan(turn, &mut plan);
         }
         // A remote whose every endpoint is gone (its name stopped resolving
         // for longer than discovery.stale_after, say) would otherwise just
@@ -249,35 +235,128 @@ impl Fanout {
                 });
             }
         }
-        plan.skipped.extend(
-            open_replicas
-                .into_iter()
-                .filter(|e| !any_remotes.iter().any(|(remote, _)| *remote == e.remote)),
-        );
-        // Replicas take turns being asked first.
-        for &(_, at) in &any_remotes {
-            let group = &mut plan.selected[at];
-            let mut all = vec![Selected {
-                fallbacks: Vec::new(),
-                ..group.clone()
-            }];
-            all.append(&mut group.fallbacks);
-            let first = turn % all.len();
-            all.rotate_left(first);
-            let mut all = all.into_iter();
-            if let Some(first) = all.next() {
-                *group = Selected {
-                    fallbacks: all.collect(),
-                    ..first
-                };
-            }
-        }
         tracing::debug!(
             endpoints = ?plan.selected.iter().map(|s| s.endpoint.address.as_str()).collect::<Vec<_>>(),
             skipped = plan.skipped.len(),
             "planned"
         );
         plan
+    }
+}
+
+/// What one endpoint is to a request.
+enum Candidate {
+    /// Healthy, matching, its breaker closed: to be asked.
+    Ask(Arc<RemoteInfo>),
+    /// Would have matched but cannot be asked: why.
+    Skip(RemoteError),
+    /// Healthy, and its Info says it holds nothing for the request.
+    HoldsNothing,
+    /// Down, and its last Info says it held nothing for the request.
+    Irrelevant,
+}
+
+impl Candidate {
+    fn of(endpoint: &Endpoint, matches: &impl Fn(&RemoteInfo) -> bool) -> Self {
+        match endpoint.availability() {
+            Availability::Queryable(info) if matches(&info) => match endpoint.breaker.admits() {
+                Ok(()) => Self::Ask(info),
+                Err(open) => Self::Skip(endpoint.error(RemoteErrorKind::CircuitOpen {
+                    failures: open.failures,
+                    until: open.until,
+                    last_error: open.last_error,
+                })),
+            },
+            Availability::Queryable(_) => Self::HoldsNothing,
+            Availability::Down { last_info, why } if last_info.as_deref().is_none_or(matches) => {
+                Self::Skip(endpoint.error(RemoteErrorKind::NotQueried(why)))
+            }
+            Availability::Down { .. } => Self::Irrelevant,
+            Availability::Unknown => Self::Skip(endpoint.error(RemoteErrorKind::NotAskedYet)),
+        }
+    }
+}
+
+/// The replicas of one `mode: any` remote, gathered before deciding how the
+/// remote is asked.
+struct ReplicaSet {
+    remote: Arc<str>,
+    ask: Vec<(Arc<Endpoint>, Arc<RemoteInfo>)>,
+    skipped: Vec<RemoteError>,
+    /// A replica answers Info and holds nothing for the request: so does
+    /// the remote, whatever its other replicas would have said.
+    holds_nothing: bool,
+}
+
+impl ReplicaSet {
+    fn new(remote: Arc<str>) -> Self {
+        Self {
+            remote,
+            ask: Vec::new(),
+            skipped: Vec::new(),
+            holds_nothing: false,
+        }
+    }
+
+    fn add(&mut self, endpoint: Arc<Endpoint>, candidate: Candidate) {
+        match candidate {
+            Candidate::Ask(info) => self.ask.push((endpoint, info)),
+            Candidate::Skip(error) => self.skipped.push(error),
+            Candidate::HoldsNothing => self.holds_nothing = true,
+            Candidate::Irrelevant => {}
+        }
+    }
+
+    /// One call to the remote, its replicas taking turns being asked first;
+    /// or, when no replica can be asked, one error naming each.
+    fn plan(mut self, turn: usize, plan: &mut Plan) {
+        if self.ask.is_empty() {
+            if !self.holds_nothing {
+                plan.skipped
+                    .extend(Self::unreachable(self.remote, self.skipped));
+            }
+            return;
+        }
+        let first = turn % self.ask.len();
+        self.ask.rotate_left(first);
+        // The replicas share the remote's limit: one place for the call.
+        let slot = match self.ask[0].0.admit() {
+            Ok(slot) => slot,
+            Err(limit) => {
+                plan.skipped
+                    .push(self.ask[0].0.error(RemoteErrorKind::Busy { limit }));
+                return;
+            }
+        };
+        let mut replicas = self.ask.into_iter().map(|(endpoint, info)| Selected {
+            endpoint,
+            info,
+            fallbacks: Vec::new(),
+            _slot: slot.clone(),
+        });
+        if let Some(first) = replicas.next() {
+            plan.selected.push(Selected {
+                fallbacks: replicas.collect(),
+                ..first
+            });
+        }
+    }
+
+    /// The remote's error when none of its replicas can be asked.
+    fn unreachable(remote: Arc<str>, mut skipped: Vec<RemoteError>) -> Option<RemoteError> {
+        match skipped.len() {
+            0 => None,
+            1 => skipped.pop(),
+            _ => Some(RemoteError {
+                remote,
+                endpoint: skipped
+                    .iter()
+                    .map(|e| e.endpoint.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kind: RemoteErrorKind::NoReplica(skipped),
+            }),
+        }
     }
 }
 

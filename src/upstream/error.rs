@@ -42,6 +42,9 @@ pub enum RemoteErrorKind {
         "sent more than limits.bytes_per_remote ({limit} bytes) for one request, after {received} series; the rest of its answer is dropped"
     )]
     TooManyBytes { limit: u64, received: u64 },
+    /// No replica of a `mode: any` remote can be asked: each one and why.
+    #[error("no replica can be queried: {}", replicas(.0))]
+    NoReplica(Vec<RemoteError>),
     /// Discovery finds no endpoint for the remote.
     #[error(
         "not queried, discovery finds no endpoints for it (a name that does not resolve, an SRV record without targets, or an empty file_sd file?)"
@@ -56,6 +59,10 @@ pub enum RemoteErrorKind {
     /// The TLS handshake failed; the text names the setting to check.
     #[error("{0}")]
     Tls(String),
+    /// The connection ended under the call: the remote, or an ingress or
+    /// load balancer in front of it, closed or reset it.
+    #[error("the remote closed the connection: {0}")]
+    Closed(String),
     /// The remote (or something in front of it) answered with an error.
     #[error("{0}")]
     Status(String),
@@ -101,7 +108,11 @@ impl RemoteErrorKind {
     /// towards its circuit breaker.
     pub fn trips_breaker(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Tls(_) | Self::NoProgress { .. } | Self::NoAnswer(_) => true,
+            Self::Connect(_)
+            | Self::Tls(_)
+            | Self::Closed(_)
+            | Self::NoProgress { .. }
+            | Self::NoAnswer(_) => true,
             Self::Status(text) => ["Unavailable", "Internal", "Unknown", "DeadlineExceeded"]
                 .iter()
                 .any(|code| text.starts_with(code)),
@@ -127,6 +138,15 @@ fn wall_clock(at: std::time::SystemTime) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     crate::status::text::human_date(unix)
+}
+
+/// Each replica and why it was not asked: `a:1: why; b:2: why`.
+fn replicas(errors: &[RemoteError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.endpoint, e.kind))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Durations in messages.

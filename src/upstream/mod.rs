@@ -314,6 +314,7 @@ impl Endpoint {
             Some(ConnectError::Handshake { .. }) => RemoteErrorKind::Tls(text),
             _ if text.contains("received fatal alert") => RemoteErrorKind::Tls(text),
             Some(_) => RemoteErrorKind::Connect(text),
+            None if closed_by_remote(status) => RemoteErrorKind::Closed(text),
             None => RemoteErrorKind::Status(text),
         };
         self.error(kind)
@@ -842,6 +843,41 @@ pub enum InfoCallError {
 }
 
 /// A gRPC status with everything known about its cause, for warnings and logs.
+/// Whether a call failed because its connection ended under it: the remote
+/// (or an ingress or load balancer in front of it) closed or reset the
+/// connection before or during the call. Such a status comes from our own
+/// transport, never from the remote's answer, so it carries the transport's
+/// error as its source; the caller cancelling never produces one (its call
+/// is dropped, not failed).
+fn closed_by_remote(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<hyper::Error>()
+            && (error.is_canceled() || error.is_incomplete_message() || error.is_closed())
+        {
+            return true;
+        }
+        // h2 keeps the socket's error inside, not as its source.
+        let io = match error.downcast_ref::<h2::Error>() {
+            Some(error) => error.get_io(),
+            None => error.downcast_ref::<std::io::Error>(),
+        };
+        if io.is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        }) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     // An ingress or proxy error page instead of a gRPC answer: the first

@@ -294,8 +294,7 @@ async fn resets_the_connection_mid_stream() {
         .count();
     assert!(from_bad < 300, "{from_bad} series despite the reset");
     assert!(
-        answer.warnings[0].to_lowercase().contains("reset")
-            || answer.warnings[0].contains("connection"),
+        answer.warnings[0].contains("the remote closed the connection"),
         "{}",
         answer.warnings[0]
     );
@@ -542,4 +541,132 @@ async fn faults_leak_no_connections_or_calls() {
     )
     .await;
     assert_eq!(in_flight, 0.0, "calls still counted in flight");
+}
+
+/// What [`gate`] does with connections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Gate {
+    /// Relays them to the remote.
+    Open,
+    /// Accepts them and closes them at once with a FIN (an ingress or load
+    /// balancer whose backends are gone); open ones are closed too.
+    Close,
+    /// The same with a TCP reset.
+    Reset,
+}
+
+/// A TCP front for `upstream` that relays or, when switched, accepts and
+/// closes every connection.
+async fn gate(upstream: SocketAddr) -> (SocketAddr, tokio::sync::watch::Sender<Gate>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (mode, _) = tokio::sync::watch::channel(Gate::Open);
+    let modes = mode.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut mode = modes.subscribe();
+            let now = *mode.borrow_and_update();
+            tokio::spawn(async move {
+                let shut = |client: TcpStream, how: Gate| {
+                    if how == Gate::Reset {
+                        #[allow(deprecated)]
+                        let _ = client.set_linger(Some(Duration::ZERO));
+                    }
+                    drop(client);
+                };
+                if now != Gate::Open {
+                    return shut(client, now);
+                }
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    Ok(()) = mode.changed() => {
+                        let now = *mode.borrow();
+                        shut(client, now);
+                    }
+                }
+            });
+        }
+    });
+    (addr, mode)
+}
+
+/// A remote whose address accepts connections and closes them (with a FIN,
+/// then with a reset) counts as the remote's failure: the warning says the
+/// remote closed the connection, and the circuit breaker opens after
+/// `failures` such calls, and again after a retry that fails.
+#[tokio::test]
+async fn accepts_and_closes_connections() {
+    for how in [Gate::Close, Gate::Reset] {
+        let ok = healthy().await;
+        let big = up_remote("bad", None).await;
+        let (addr, gate) = gate(big.addr).await;
+        let mut bad = bad_at(addr);
+        bad.circuit_breaker.failures = 3;
+        bad.circuit_breaker.backoff = Duration::from_secs(1);
+        let running = fanout(&ok, bad, |cfg| {
+            // The endpoint stays healthy by its Info for the whole test, as
+            // between two polls: only calls see the closed connections.
+            cfg.info.interval = Duration::from_secs(3600);
+        })
+        .await;
+        check_no_warning(&running).await;
+        let reached = big.script.series_calls();
+        gate.send_replace(how);
+
+        for call in 1..=3 {
+            let answer = check(&running, Duration::from_secs(5), &[]).await;
+            let warning = &answer.warnings[0];
+            assert!(
+                warning.contains("the remote closed the connection"),
+                "{how:?}, call {call}: {warning}"
+            );
+            assert!(
+                !warning.contains("not queried"),
+                "{how:?}, call {call}: {warning}"
+            );
+        }
+        let answer = check(
+            &running,
+            Duration::from_secs(5),
+            &["circuit breaker open after 3 failed calls"],
+        )
+        .await;
+        assert!(
+            answer.warnings[0].contains("the remote closed the connection"),
+            "{how:?}: the last failure is named: {}",
+            answer.warnings[0]
+        );
+        // After the back-off one call goes through, fails the same way, and
+        // reopens the breaker.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let answer = check(
+            &running,
+            Duration::from_secs(5),
+            &["the remote closed the connection"],
+        )
+        .await;
+        assert!(
+            !answer.warnings[0].contains("not queried"),
+            "{how:?}: {}",
+            answer.warnings[0]
+        );
+        check(&running, Duration::from_secs(5), &["circuit breaker open"]).await;
+        assert_eq!(
+            big.script.series_calls(),
+            reached,
+            "{how:?}: no call reached the remote"
+        );
+    }
+}
+
+/// A call answered by every remote without a warning.
+async fn check_no_warning(running: &Running) {
+    let mut client = client(running).await;
+    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("call");
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
 }

@@ -2,32 +2,21 @@
 //! sidecars) is asked through one of them, replicas take turns, and a replica
 //! that fails before its first frame hands the call to the next one.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use thanos_fanout::config::{RemoteConfig, RemoteMode};
-use thanos_fanout::demo::synthetic::Capabilities;
-use thanos_fanout::proto::thanos::{LabelValuesRequest, PartialResponseStrategy};
+use thanos_fanout::demo::synthetic::{Capabilities, Dataset};
+use thanos_fanout::proto::thanos::{
+    LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy,
+};
 
 use crate::common::*;
 
 /// Two replicas of cluster a, each with three `up` series labelled with its
 /// replica, behind one remote in `mode`.
 async fn ha_pair(mode: RemoteMode) -> (RemoteHandle, RemoteHandle, thanos_fanout::app::Running) {
-    let replica = |r: &'static str| {
-        dataset(
-            &[("cluster", "a"), ("replica", r)],
-            ["x", "y", "z"]
-                .iter()
-                .map(|job| {
-                    series(
-                        &[("__name__", "up"), ("job", job)],
-                        samples(0, MINUTE, |_| 1.0),
-                    )
-                })
-                .collect(),
-        )
-    };
     let r0 = start_remote(replica("0"), Capabilities::default(), None).await;
     let r1 = start_remote(replica("1"), Capabilities::default(), None).await;
     let config = config(vec![RemoteConfig {
@@ -38,6 +27,46 @@ async fn ha_pair(mode: RemoteMode) -> (RemoteHandle, RemoteHandle, thanos_fanout
     }]);
     let running = start_fanout(config).await;
     (r0, r1, running)
+}
+
+/// Replica `r` of cluster a: three `up` series labelled with the replica.
+fn replica(r: &str) -> Dataset {
+    dataset(
+        &[("cluster", "a"), ("replica", r)],
+        ["x", "y", "z"]
+            .iter()
+            .map(|job| {
+                series(
+                    &[("__name__", "up"), ("job", job)],
+                    samples(0, MINUTE, |_| 1.0),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A loopback address nothing listens on: connections to it are refused.
+fn refused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Waits until the endpoint's last Info call failed, per `/metrics`.
+async fn wait_down(running: &thanos_fanout::app::Running, remote: &str, endpoint: SocketAddr) {
+    let line =
+        format!(r#"thanos_fanout_remote_endpoint_up{{remote="{remote}",endpoint="{endpoint}"}} 0"#);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = crate::info::http_get(running.http_addr, "/metrics").await;
+        if metrics.contains(&line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {line} in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn up() -> thanos_fanout::proto::thanos::SeriesRequest {
@@ -166,4 +195,167 @@ async fn label_calls_hand_over_too() {
         assert_eq!(values.values, ["1"]);
     }
     assert_eq!(r1.script.label_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_down_replica_is_silent_while_another_answers() {
+    let mut live = start_remote(replica("0"), Capabilities::default(), None).await;
+    let dead = refused_addr();
+    let running = start_fanout(config(vec![RemoteConfig {
+        targets: vec![live.addr.to_string(), dead.to_string()],
+        timeout: Duration::from_millis(500),
+        mode: RemoteMode::Any,
+        ..remote("ha-pair", live.addr, None)
+    }]))
+    .await;
+    // The down replica still shows where operators look.
+    wait_down(&running, "ha-pair", dead).await;
+
+    let mut client = client(&running).await;
+    for strategy in [
+        PartialResponseStrategy::Warn,
+        PartialResponseStrategy::Abort,
+    ] {
+        // Four calls each, so the down replica's turns come up too; each
+        // kind of call concurrently with the others.
+        for _ in 0..4 {
+            let mut req = up();
+            req.partial_response_strategy = strategy as i32;
+            let mut names_client = client.clone();
+            let mut values_client = client.clone();
+            let (series, names, values) = tokio::join!(
+                call_series(&mut client, req),
+                names_client.label_names(LabelNamesRequest {
+                    start: i64::MIN,
+                    end: i64::MAX,
+                    partial_response_strategy: strategy as i32,
+                    ..Default::default()
+                }),
+                values_client.label_values(LabelValuesRequest {
+                    label: "replica".into(),
+                    start: i64::MIN,
+                    end: i64::MAX,
+                    partial_response_strategy: strategy as i32,
+                    ..Default::default()
+                }),
+            );
+            let series = series.unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+            assert!(
+                series.warnings.is_empty(),
+                "{strategy:?}: {:?}",
+                series.warnings
+            );
+            assert_eq!(series.label_values("replica"), ["0", "0", "0"]);
+            let names = names
+                .unwrap_or_else(|e| panic!("{strategy:?}: {e}"))
+                .into_inner();
+            assert!(
+                names.warnings.is_empty(),
+                "{strategy:?}: {:?}",
+                names.warnings
+            );
+            assert!(names.names.contains(&"job".to_owned()), "{:?}", names.names);
+            let values = values
+                .unwrap_or_else(|e| panic!("{strategy:?}: {e}"))
+                .into_inner();
+            assert!(
+                values.warnings.is_empty(),
+                "{strategy:?}: {:?}",
+                values.warnings
+            );
+            assert_eq!(values.values, ["0"]);
+        }
+    }
+
+    // Every replica down: one warning naming the remote and each replica
+    // with its cause, or `Aborted` saying the same.
+    live.stop().await;
+    wait_down(&running, "ha-pair", live.addr).await;
+    let answer = call_series(&mut client, up()).await.unwrap();
+    assert!(answer.series.is_empty());
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    let warning = &answer.warnings[0];
+    assert!(warning.starts_with("remote ha-pair ("), "{warning}");
+    for replica in [live.addr, dead] {
+        assert!(
+            warning.contains(&format!("{replica}: not queried")),
+            "{warning}"
+        );
+    }
+    assert_eq!(
+        warning.matches("Connection refused").count(),
+        2,
+        "{warning}"
+    );
+
+    let mut req = up();
+    req.partial_response_strategy = PartialResponseStrategy::Abort as i32;
+    let error = call_series(&mut client, req).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::Aborted, "{error}");
+    for replica in [live.addr, dead] {
+        assert!(error.message().contains(&replica.to_string()), "{error}");
+    }
+    let values = client
+        .label_values(LabelValuesRequest {
+            label: "replica".into(),
+            start: i64::MIN,
+            end: i64::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(values.warnings.len(), 1, "{:?}", values.warnings);
+    assert!(
+        values.warnings[0].starts_with("remote ha-pair ("),
+        "{:?}",
+        values.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_call_to_a_remote_takes_one_place_whatever_its_replicas() {
+    // Three replicas answering slowly, at most three calls to the remote at
+    // once: three concurrent calls are all answered (one place each), a
+    // fourth meanwhile is not.
+    let mut replicas = Vec::new();
+    for r in ["0", "1", "2"] {
+        let remote = start_remote(replica(r), Capabilities::default(), None).await;
+        remote
+            .script
+            .set(SeriesScript::Drip(Duration::from_millis(400)));
+        replicas.push(remote);
+    }
+    let running = start_fanout(config(vec![RemoteConfig {
+        targets: replicas.iter().map(|r| r.addr.to_string()).collect(),
+        timeout: Duration::from_secs(10),
+        mode: RemoteMode::Any,
+        max_concurrent_calls: 3,
+        ..remote("a", replicas[0].addr, None)
+    }]))
+    .await;
+    let client = client(&running).await;
+    let call = |mut client: thanos_fanout::proto::thanos::store_client::StoreClient<_>| async move {
+        call_series(&mut client, up()).await.unwrap()
+    };
+    let three: Vec<_> = (0..3).map(|_| tokio::spawn(call(client.clone()))).collect();
+    // The fourth is planned while the three are still being answered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fourth = call(client.clone()).await;
+    for answer in three {
+        let answer = answer.await.unwrap();
+        assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+        assert_eq!(answer.series.len(), 3);
+    }
+    assert!(fourth.series.is_empty(), "{:?}", fourth.series);
+    assert_eq!(fourth.warnings.len(), 1, "{:?}", fourth.warnings);
+    assert!(
+        fourth.warnings[0].contains("3 calls to this remote are in progress already"),
+        "{}",
+        fourth.warnings[0]
+    );
+    // Every place is given back: the next call is answered whole.
+    let answer = call(client.clone()).await;
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    assert_eq!(answer.series.len(), 3);
 }
