@@ -33,8 +33,8 @@ async fn beside_a_good_call<T>(
             .expect("the good call")
     };
     let (bad, good) = tokio::join!(bad, good);
-    assert_eq!(good.label_values("cluster"), ["a"]);
     assert!(good.warnings.is_empty(), "{:?}", good.warnings);
+    assert_eq!(good.label_values("cluster"), ["a"]);
     bad
 }
 
