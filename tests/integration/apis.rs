@@ -1278,3 +1278,37 @@ async fn a_replica_pair_in_any_mode_answers_once_and_hands_over() {
         assert_eq!(value(labels, "replica"), "1");
     }
 }
+
+#[tokio::test]
+async fn a_down_replica_in_any_mode_is_silent_while_another_answers() {
+    let s0 = start_sidecar(
+        &[("cluster", "a"), ("replica", "0")],
+        2,
+        &["requests_total"],
+    )
+    .await;
+    // Nothing listens there: the replica's Info calls are refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let running = start_fanout(config(vec![RemoteConfig {
+        targets: vec![s0.addr.to_string(), dead.to_string()],
+        mode: thanos_fanout::config::RemoteMode::Any,
+        ..remote("a", s0.addr, None)
+    }]))
+    .await;
+    // Both replicas' turns, each API, under ABORT: answered by the live one.
+    for _ in 0..2 {
+        let got = rules(&running, PartialResponseStrategy::Abort)
+            .await
+            .unwrap();
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(got.items.len(), 2);
+        let got = exemplars(&running, r#"requests_total{cluster="a"}"#)
+            .await
+            .unwrap();
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(got.items.len(), 1);
+    }
+}
