@@ -628,3 +628,17 @@ pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The value of the metric line that starts with `series` (its name and
+/// labels exactly as the registry encodes them), if there is one.
+pub fn metric_in(running: &Running, series: &str) -> Option<f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &running.registry).expect("encode");
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
