@@ -81,6 +81,8 @@ pub struct Script {
     pub cancelled_at: Mutex<Vec<std::time::Instant>>,
     /// The time range Info advertises instead of the data's.
     pub info_time_range: Mutex<Option<(i64, i64)>>,
+    /// The `grpc-timeout` of every Series call, if it had one.
+    pub grpc_timeouts: Mutex<Vec<Option<String>>>,
 }
 
 impl Script {
@@ -158,6 +160,15 @@ impl Store for Fake {
                 .expect("lock")
                 .push(traceparent);
         }
+        let grpc_timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .map(|t| t.to_str().unwrap_or_default().to_owned());
+        self.script
+            .grpc_timeouts
+            .lock()
+            .expect("lock")
+            .push(grpc_timeout);
         self.script
             .requests
             .lock()
