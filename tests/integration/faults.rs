@@ -316,6 +316,16 @@ async fn resets_the_connection_mid_stream() {
 async fn sends_garbage_mid_stream() {
     let (_ok, _big, running, _armed) = broken_mid_stream(Break::Garbage).await;
     let answer = check(&running, Duration::from_secs(3), &[]).await;
+    // Noticed as what it is: by HTTP/2's framing, or gRPC's, or (should the
+    // garbage complete a message) as a broken series; never as a remote gone
+    // silent, nor a call that failed for a reason of its own.
+    let warning = &answer.warnings[0];
+    assert!(
+        ["protocol error", "): series", "not valid UTF-8", "out of order"]
+            .iter()
+            .any(|cause| warning.contains(cause)),
+        "{warning}"
+    );
     let from_bad = answer
         .series
         .iter()
