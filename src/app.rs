@@ -191,6 +191,7 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
         config.fanout.prefetch_bytes,
         config.fanout.prefetch_bytes_total,
     );
+    prefetch.register(&mut registry);
     let fanout = Arc::new(
         Fanout::new(upstreams.clone(), prefetch, config.fanout.buffer_frames)
             .with_limits(config.limits.clone()),

@@ -8,8 +8,10 @@
 //! as they are. Only a series that needs more (labels to sort or strip,
 //! copies from several remotes to combine) is decoded and encoded again.
 //!
-//! The relay does not validate label text as UTF-8, as Thanos itself does
-//! not; a series that is decoded does.
+//! Label names and values are checked to be UTF-8 on every series, relayed
+//! or decoded: they are protobuf strings, which the querier's decoding (like
+//! ours) refuses otherwise, so one bad series would fail the querier's whole
+//! call. Here it is that remote's error instead.
 
 use std::cmp::Ordering;
 

@@ -9,13 +9,23 @@
 //! `fanout.prefetch_bytes_total`. When that is spent, a stream holds one frame
 //! ahead, as with no budget: every stream can always hand the merge its next
 //! series, so calls cannot wait on each other's budget.
+//!
+//! Its metrics show how much of the process-wide budget is in use and how
+//! many remote calls wait for room, so an operator can tell a budget that is
+//! too small (calls waiting on the process's budget) from readers that are
+//! slow (calls waiting on their own call's share).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
 use super::merge::Frame;
 use crate::wire::RawSeries;
@@ -27,19 +37,94 @@ pub fn memory_size(series: &RawSeries) -> usize {
     size_of::<RawSeries>() + series.len()
 }
 
+/// Which budget a remote call waits for.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// Its share of its call's budget is full: the merge (or the querier
+    /// behind it) has not taken what it read ahead.
+    Call,
+    /// The process's budget is spent: it may hold one frame ahead, and
+    /// waits until that is taken.
+    Process,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: &'static str,
+}
+
+/// What the read-ahead holds and who waits for it.
+#[derive(Debug, Clone)]
+struct PrefetchMetrics {
+    /// Bytes of the process-wide budget in use.
+    in_use: Gauge,
+    limit: Gauge,
+    /// Remote calls waiting for room, by budget, and its two children.
+    waiting: Family<BudgetLabels, Gauge>,
+    waiting_call: Gauge,
+    waiting_process: Gauge,
+}
+
+impl PrefetchMetrics {
+    fn new(limit: usize) -> Self {
+        let waiting: Family<BudgetLabels, Gauge> = Family::default();
+        let child = |budget| waiting.get_or_create(&BudgetLabels { budget }).clone();
+        let (waiting_call, waiting_process) = (child("call"), child("process"));
+        let metrics = Self {
+            in_use: Gauge::default(),
+            limit: Gauge::default(),
+            waiting,
+            waiting_call,
+            waiting_process,
+        };
+        metrics.limit.set(i64::try_from(limit).unwrap_or(i64::MAX));
+        metrics
+    }
+
+    fn waiting(&self, budget: Budget) -> &Gauge {
+        match budget {
+            Budget::Call => &self.waiting_call,
+            Budget::Process => &self.waiting_process,
+        }
+    }
+}
+
 /// The read-ahead budgets: per call, and for the whole process.
 #[derive(Debug, Clone)]
 pub struct Prefetch {
     per_call: usize,
     total: Arc<Semaphore>,
+    metrics: PrefetchMetrics,
 }
 
 impl Prefetch {
     pub fn new(per_call: usize, total: usize) -> Self {
+        let total = total.min(Semaphore::MAX_PERMITS);
         Self {
             per_call,
-            total: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
+            total: Arc::new(Semaphore::new(total)),
+            metrics: PrefetchMetrics::new(total),
         }
+    }
+
+    /// Registers the read-ahead's metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        let metrics = &self.metrics;
+        registry.register(
+            "thanos_fanout_series_read_ahead_bytes",
+            "Bytes of fanout.prefetch_bytes_total in use: remote series read ahead of the merge, by all Series calls together",
+            metrics.in_use.clone(),
+        );
+        registry.register(
+            "thanos_fanout_series_read_ahead_limit_bytes",
+            "The most all Series calls together may read ahead of the merge (fanout.prefetch_bytes_total)",
+            metrics.limit.clone(),
+        );
+        registry.register(
+            "thanos_fanout_series_read_ahead_waiting_calls",
+            "Series calls to remotes waiting for read-ahead room: budget=call, their share of the call's fanout.prefetch_bytes is full (the merge or the querier is behind); budget=process, fanout.prefetch_bytes_total is spent and they hold one frame ahead",
+            metrics.waiting.clone(),
+        );
     }
 
     /// A channel for each of `streams` streams of one call, each with an
@@ -55,6 +140,8 @@ impl Prefetch {
                     share: Arc::new(Semaphore::new(share as usize)),
                     share_size: share,
                     total: self.total.clone(),
+                    outside: AtomicBool::new(false),
+                    metrics: self.metrics.clone(),
                 };
                 let receiver = Receiver {
                     rx,
@@ -75,7 +162,49 @@ impl Prefetch {
 /// What a queued frame holds of the budgets, given back when it is taken.
 struct Held {
     _share: OwnedSemaphorePermit,
-    _total: Option<OwnedSemaphorePermit>,
+    _total: Option<InUse>,
+}
+
+/// Bytes of the process-wide budget, counted in use while held.
+struct InUse {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    gauge: Gauge,
+}
+
+impl InUse {
+    fn new(permit: OwnedSemaphorePermit, bytes: u32, gauge: &Gauge) -> Self {
+        let bytes = i64::from(bytes);
+        gauge.inc_by(bytes);
+        Self {
+            _permit: permit,
+            bytes,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
+}
+
+/// One remote call counted as waiting while this lives (also when the
+/// wait is given up because the reader went away).
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The reader of the channel went away.
@@ -88,6 +217,9 @@ pub struct Sender {
     share: Arc<Semaphore>,
     share_size: u32,
     total: Arc<Semaphore>,
+    /// Whether the last frame queued went outside the process-wide budget.
+    outside: AtomicBool,
+    metrics: PrefetchMetrics,
 }
 
 impl Sender {
@@ -110,31 +242,49 @@ impl Sender {
     }
 
     async fn reserve(&self, want: u32) -> Result<Held, Closed> {
-        let share = self
-            .share
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| Closed)?;
+        // A frame queued outside the budget holds the whole share, and is
+        // all the queue holds: what limits the stream then is the spent
+        // process-wide budget, not its share.
+        let limit = match self.outside.load(Ordering::Relaxed) {
+            true => Budget::Process,
+            false => Budget::Call,
+        };
+        let share = self.share_of(want, limit).await?;
         match self.total.clone().try_acquire_many_owned(want) {
-            Ok(total) => Ok(Held {
-                _share: share,
-                _total: Some(total),
-            }),
+            Ok(total) => {
+                self.outside.store(false, Ordering::Relaxed);
+                Ok(Held {
+                    _share: share,
+                    _total: Some(InUse::new(total, want, &self.metrics.in_use)),
+                })
+            }
             // The process-wide budget is spent: queue this frame only once
             // the queue is empty, outside that budget.
             Err(_) => {
                 drop(share);
-                let whole = self
-                    .share
-                    .clone()
-                    .acquire_many_owned(self.share_size)
-                    .await
-                    .map_err(|_| Closed)?;
+                let whole = self.share_of(self.share_size, Budget::Process).await?;
+                self.outside.store(true, Ordering::Relaxed);
                 Ok(Held {
                     _share: whole,
                     _total: None,
                 })
+            }
+        }
+    }
+
+    /// Takes `want` bytes of the stream's share, counted as waiting for
+    /// `budget` while they are not free.
+    async fn share_of(&self, want: u32, budget: Budget) -> Result<OwnedSemaphorePermit, Closed> {
+        match self.share.clone().try_acquire_many_owned(want) {
+            Ok(share) => Ok(share),
+            Err(TryAcquireError::Closed) => Err(Closed),
+            Err(TryAcquireError::NoPermits) => {
+                let _waiting = Waiting::new(self.metrics.waiting(budget));
+                self.share
+                    .clone()
+                    .acquire_many_owned(want)
+                    .await
+                    .map_err(|_| Closed)
             }
         }
     }
@@ -250,6 +400,42 @@ mod tests {
         assert!(rx.next().await.is_some());
         assert_eq!(prefetch.available(), 10_000);
         assert!(sends_now(&tx, 200).await);
+    }
+
+    #[tokio::test]
+    async fn the_budget_in_use_and_the_streams_waiting_are_measured() {
+        let prefetch = Prefetch::new(1000, 300);
+        let metrics = prefetch.metrics.clone();
+        let waiting = || (metrics.waiting_call.get(), metrics.waiting_process.get());
+        let settle = || tokio::time::sleep(Duration::from_millis(20));
+        assert_eq!(metrics.limit.get(), 300);
+        let (a, mut a_rx) = prefetch.channels(1).remove(0);
+        let (b, mut b_rx) = prefetch.channels(1).remove(0);
+        assert!(sends_now(&a, 200).await);
+        assert!(sends_now(&a, 100).await);
+        assert_eq!(metrics.in_use.get(), 300);
+        // Queued outside the spent budget: not in use.
+        assert!(sends_now(&b, 200).await);
+        assert_eq!(metrics.in_use.get(), 300);
+        assert_eq!(waiting(), (0, 0));
+        // a's share is too full for 800 bytes; b holds its one frame ahead.
+        let a_sends = tokio::spawn(async move { a.send(frame(), 800).await.map(|()| a) });
+        let b_sends = tokio::spawn(async move { b.send(frame(), 200).await.map(|()| b) });
+        settle().await;
+        assert_eq!(waiting(), (1, 1));
+        assert!(b_rx.next().await.is_some());
+        let _b = b_sends.await.expect("no panic").expect("sent");
+        assert_eq!(waiting(), (1, 0));
+        // Room in a's share, but not in the budget: a waits for its queue
+        // to empty.
+        assert!(a_rx.next().await.is_some());
+        settle().await;
+        assert_eq!(waiting(), (0, 1));
+        assert_eq!(metrics.in_use.get(), 100);
+        assert!(a_rx.next().await.is_some());
+        let _a = a_sends.await.expect("no panic").expect("sent");
+        assert_eq!(waiting(), (0, 0));
+        assert_eq!(metrics.in_use.get(), 0);
     }
 
     #[tokio::test]

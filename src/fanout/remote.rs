@@ -4,6 +4,7 @@
 //! settled by the partial-response strategy.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -61,6 +62,8 @@ pub(super) struct RemoteCall {
     pub selected: Selected,
     method: Method,
     started: Instant,
+    /// Whether the call has been counted by how it ended.
+    counted: AtomicBool,
 }
 
 impl RemoteCall {
@@ -71,7 +74,21 @@ impl RemoteCall {
             selected,
             method,
             started: Instant::now(),
+            counted: AtomicBool::new(false),
         }
+    }
+
+    /// Counts the call as ended with `outcome`, unless it already was.
+    fn count(&self, outcome: Outcome) {
+        if self.counted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let seconds = self.elapsed().as_secs_f64();
+        self.selected
+            .endpoint
+            .metrics
+            .call(self.method, outcome, seconds);
+        tracing::Span::current().record("outcome", tracing::field::debug(outcome));
     }
 
     /// Records that the remote's first answer frame arrived now.
@@ -128,12 +145,7 @@ impl RemoteCall {
                 outcome
             }
         };
-        let seconds = self.elapsed().as_secs_f64();
-        self.selected
-            .endpoint
-            .metrics
-            .call(self.method, outcome, seconds);
-        tracing::Span::current().record("outcome", tracing::field::debug(outcome));
+        self.count(outcome);
         tracing::debug!(?outcome, elapsed = ?self.elapsed(), "remote call finished");
     }
 
@@ -174,17 +186,17 @@ impl RemoteCall {
 
     /// Counts a call the caller (or an abort) ended before the remote did.
     pub fn cancelled(&self) {
-        let seconds = self.elapsed().as_secs_f64();
-        self.selected
-            .endpoint
-            .metrics
-            .call(self.method, Outcome::Cancelled, seconds);
-        tracing::Span::current().record("outcome", tracing::field::debug(Outcome::Cancelled));
+        self.count(Outcome::Cancelled);
     }
 }
 
 impl Drop for RemoteCall {
     fn drop(&mut self) {
+        // A call dropped before it was counted was stopped from outside: an
+        // abort (`JoinSet::abort_all` when another remote fails under ABORT,
+        // or a limit is reached) or a caller that went away drops its task
+        // wherever it waits.
+        self.cancelled();
         self.selected.endpoint.metrics.in_flight(self.method, -1);
     }
 }

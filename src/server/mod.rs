@@ -53,20 +53,28 @@ pub fn status(err: FanoutError) -> Status {
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit
-/// (H, M, S, m, u, n).
+/// (H, M, S, m, u, n). Any other text is None, which the caller takes as
+/// no deadline: tonic's own server reads the header the same way (grpc-go's
+/// refuses the call instead), so we never disagree with the deadline tonic
+/// applies to the same call.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    // The unit is the last character, which in text we did not write may
+    // be longer than a byte.
+    let mut chars = value.chars();
+    let unit = chars.next_back()?;
+    let digits = chars.as_str();
+    if digits.is_empty() || digits.len() > 8 {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
+    // At most 8 digits: no product below overflows.
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -213,5 +221,27 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    #[test]
+    fn any_grpc_timeout_text_parses_or_is_none() {
+        // Multi-byte characters where the unit or a digit should be.
+        for odd in ["1é", "é", "éS", "1€", "12€", "€", "1\u{1F600}", "\u{1F600}"] {
+            assert_eq!(parse_grpc_timeout(odd), None, "{odd:?}");
+        }
+        for odd in ["", "-1S", "1.5S", "1 S", " 1S", "1s", "999999999S"] {
+            assert_eq!(parse_grpc_timeout(odd), None, "{odd:?}");
+        }
+        // As tonic's own server reads it: a leading `+` and zeros are digits'.
+        assert_eq!(parse_grpc_timeout("+5S"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_grpc_timeout("00000001S"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(parse_grpc_timeout("0n"), Some(Duration::ZERO));
     }
 }

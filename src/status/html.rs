@@ -711,7 +711,7 @@ fn calls_table(out: &mut String, r: &RemoteStatus) {
     let window = text::span(r.calls.recent_window_seconds);
     w!(
         out,
-        "<h3>Calls from queries <span class=\"muted small\">(last {} and since start; failed = error + timeout, cancelled = ended by the caller)</span></h3>",
+        "<h3>Calls from queries <span class=\"muted small\">(last {} and since start; failed = error + timeout, cancelled = stopped before the remote finished: by the caller, an abort or a limit)</span></h3>",
         Escaped(&window)
     );
     let used: Vec<_> = r

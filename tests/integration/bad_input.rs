@@ -344,3 +344,65 @@ async fn batches_stay_small_whatever_the_batch_size_asked() {
         answer.batches
     );
 }
+
+/// A `grpc-timeout` that is not one (not even ASCII, or with an unknown
+/// unit) means no deadline, as tonic's own server reads it: the call is
+/// answered in full and the remote is called without a deadline. A
+/// well-formed one sent the same way is passed on.
+#[tokio::test]
+async fn a_malformed_grpc_timeout_means_no_deadline() {
+    let (r, running) = one_remote().await;
+    let cases: [(&[u8], bool); 4] = [
+        ("1é".as_bytes(), false),
+        ("é".as_bytes(), false),
+        (b"5x", false),
+        (b"30S", true),
+    ];
+    for (value, passed_on) in cases {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+        // Set below tonic, which only sends timeouts it formatted itself.
+        let header = http::HeaderValue::from_bytes(value).expect("a header value");
+        let with_timeout = tower::ServiceBuilder::new()
+            .map_request(move |mut req: http::Request<tonic::body::Body>| {
+                req.headers_mut().insert("grpc-timeout", header.clone());
+                req
+            })
+            .service(channel);
+        let mut client = thanos_fanout::proto::thanos::store_client::StoreClient::new(with_timeout);
+        let mut stream = client
+            .series(request(vec![eq("__name__", "up")]))
+            .await
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"))
+            .into_inner();
+        let mut series = 0;
+        while let Some(frame) = stream
+            .message()
+            .await
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"))
+        {
+            assert!(
+                !matches!(
+                    frame.result,
+                    Some(thanos_fanout::proto::thanos::series_response::Result::Warning(_))
+                ),
+                "{value:?}: {frame:?}"
+            );
+            series += 1;
+        }
+        assert_eq!(series, 1, "{value:?}");
+        let forwarded = r
+            .script
+            .grpc_timeouts
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a call");
+        assert_eq!(forwarded.is_some(), passed_on, "{value:?}: {forwarded:?}");
+    }
+}

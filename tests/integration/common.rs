@@ -81,6 +81,8 @@ pub struct Script {
     pub cancelled_at: Mutex<Vec<std::time::Instant>>,
     /// The time range Info advertises instead of the data's.
     pub info_time_range: Mutex<Option<(i64, i64)>>,
+    /// The `grpc-timeout` of every Series call, if it had one.
+    pub grpc_timeouts: Mutex<Vec<Option<String>>>,
 }
 
 impl Script {
@@ -158,6 +160,15 @@ impl Store for Fake {
                 .expect("lock")
                 .push(traceparent);
         }
+        let grpc_timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .map(|t| t.to_str().unwrap_or_default().to_owned());
+        self.script
+            .grpc_timeouts
+            .lock()
+            .expect("lock")
+            .push(grpc_timeout);
         self.script
             .requests
             .lock()
@@ -627,4 +638,18 @@ pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() ->
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The value of the metric line that starts with `series` (its name and
+/// labels exactly as the registry encodes them), if there is one.
+pub fn metric_in(running: &Running, series: &str) -> Option<f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &running.registry).expect("encode");
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -410,30 +410,52 @@ async fn nxdomain_removes_endpoints_only_after_stale_after() {
 #[tokio::test]
 async fn a_refresh_interval_under_a_second_works() {
     let pki = Pki::new();
-    let r = replica(&pki, &["a.remote.test"], "1").await;
+    let first = tokio::net::TcpListener::bind((loopback(1), 0))
+        .await
+        .expect("bind");
+    let port = first.local_addr().expect("addr").port();
+    let _r1 = replica_on(first, &pki, &["a.remote.test"], "1");
+    let second = tokio::net::TcpListener::bind((loopback(2), port))
+        .await
+        .expect("same port on another loopback address");
+    let _r2 = replica_on(second, &pki, &["a.remote.test"], "2");
     let dns = TestDns::start().await;
     dns.set_ips("a.remote.test", &[loopback(1)], 1);
     let mut cfg = dns_config(
         &dns,
         vec![discovered(
             "a",
-            &[&format!("dns+a.remote.test:{}", r.addr.port())],
+            &[&format!("dns+a.remote.test:{port}")],
             Some(tls_by_discovered_name(&pki)),
         )],
     );
     cfg.discovery.refresh_interval = Duration::from_millis(300);
     let running = start_fanout(cfg).await;
     assert_eq!(replicas_answering(&running).await, ["1"]);
-    // Several refreshes later, discovery still runs and follows changes.
+    // Several refreshes later, discovery still runs and follows changes:
+    // answers only a lookup made now can give.
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    dns.set_ips("a.remote.test", &[loopback(1), loopback(2)], 1);
+    eventually("the second address found", Duration::from_secs(5), || {
+        healthy(&running) == 2
+    })
+    .await;
+    assert_eq!(replicas_answering(&running).await, ["1", "2"]);
+    let missing = || {
+        metric_in(
+            &running,
+            r#"thanos_fanout_discovery_lookups_total{remote="a",result="Missing"}"#,
+        )
+    };
+    assert_eq!(missing(), None, "no NXDOMAIN yet");
     dns.remove("a.remote.test");
-    let mut client = client(&running).await;
-    let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
-        .await
-        .expect("series");
+    eventually("the NXDOMAIN seen", Duration::from_secs(5), || {
+        missing().is_some_and(|n| n >= 1.0)
+    })
+    .await;
     assert_eq!(
-        answer.label_values("replica"),
-        ["1"],
+        replicas_answering(&running).await,
+        ["1", "2"],
         "kept through NXDOMAIN"
     );
 }

@@ -429,6 +429,91 @@ async fn a_stalled_reader_slows_the_remote_instead_of_buffering() {
     assert_eq!(sent(), SERIES);
 }
 
+/// The read-ahead budget in use, and the remote calls waiting for room in
+/// it (their call's share full, or the process's budget spent), show in
+/// metrics while readers stall, and go back to nothing once they read.
+#[tokio::test]
+async fn read_ahead_in_use_and_the_calls_waiting_for_it_are_measured() {
+    const SERIES: usize = 300;
+    const CHUNK: usize = 64 << 10;
+    const PER_CALL: usize = 4 << 20;
+    const TOTAL: usize = 6 << 20;
+    let big = up_remote("big", None).await;
+    big.script.set(SeriesScript::Large {
+        series: SERIES,
+        chunk_bytes: CHUNK,
+    });
+    let mut cfg = config(vec![remote("big", big.addr, None)]);
+    cfg.fanout.prefetch_bytes = PER_CALL;
+    cfg.fanout.prefetch_bytes_total = TOTAL;
+    let running = start_fanout(cfg).await;
+    let in_use = || metric_in(&running, "thanos_fanout_series_read_ahead_bytes");
+    let waiting = |budget: &str| {
+        metric_in(
+            &running,
+            &format!(r#"thanos_fanout_series_read_ahead_waiting_calls{{budget="{budget}"}}"#),
+        )
+    };
+    assert_eq!(
+        metric_in(&running, "thanos_fanout_series_read_ahead_limit_bytes"),
+        Some(TOTAL as f64)
+    );
+    assert_eq!(in_use(), Some(0.0));
+    assert_eq!(
+        (waiting("call"), waiting("process")),
+        (Some(0.0), Some(0.0))
+    );
+
+    // A call nobody reads fills its share of the read-ahead and waits.
+    let client = client(&running).await;
+    let open = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .series(request(vec![eq("__name__", "big")]))
+                .await
+                .expect("open")
+                .into_inner()
+        }
+    };
+    let first = open().await;
+    eventually("the first call waits", Duration::from_secs(10), || {
+        waiting("call") == Some(1.0)
+    })
+    .await;
+    let share = in_use().expect("in use");
+    assert!(
+        share > (PER_CALL - 2 * CHUNK) as f64 && share <= PER_CALL as f64,
+        "{share} bytes read ahead for one call"
+    );
+    // A second one gets what is left of the process's budget, then waits
+    // with one frame ahead.
+    let second = open().await;
+    eventually("the second call waits", Duration::from_secs(10), || {
+        waiting("process") == Some(1.0)
+    })
+    .await;
+    let spent = in_use().expect("in use");
+    assert!(
+        spent > (TOTAL - 2 * CHUNK) as f64 && spent <= TOTAL as f64,
+        "{spent} bytes read ahead of {TOTAL}"
+    );
+    assert_eq!(waiting("call"), Some(1.0));
+
+    // Read, both calls get everything, and nothing is held or waits any more.
+    for mut stream in [first, second] {
+        let mut received = 0;
+        while let Some(frame) = stream.message().await.expect("frame") {
+            received += usize::from(frame.result.is_some());
+        }
+        assert_eq!(received, SERIES);
+    }
+    eventually("the budget given back", Duration::from_secs(5), || {
+        in_use() == Some(0.0) && waiting("call") == Some(0.0) && waiting("process") == Some(0.0)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn calls_beyond_a_remotes_limit_are_not_made_and_say_why() {
     let (_a, slow, mut cfg) = one_fast_one_slow().await;

@@ -464,6 +464,63 @@ async fn partial_response_abort_fails_and_cancels_the_others() {
     );
 }
 
+/// A remote call an ABORT cuts short is counted, as cancelled: not as a
+/// failure of its remote, and not left out of the calls.
+#[tokio::test]
+async fn a_remote_call_an_abort_stops_is_counted_as_cancelled() {
+    let mut remotes = Vec::new();
+    for cluster in ["a", "b"] {
+        remotes.push(up_remote(cluster, None).await);
+    }
+    // a sends its whole answer and keeps the stream open; b says nothing
+    // and fails once its timeout passes, by when a is mid-stream.
+    remotes[0].script.set(SeriesScript::NormalThenHang);
+    remotes[1].script.set(SeriesScript::Hang);
+    let mut cfg = config(vec![
+        remote("a", remotes[0].addr, None),
+        remote("b", remotes[1].addr, None),
+    ]);
+    cfg.remotes[0].timeout = Duration::from_secs(60);
+    cfg.remotes[1].timeout = Duration::from_secs(1);
+    let running = start_fanout(cfg).await;
+    let mut client = client(&running).await;
+    let mut req = request(vec![eq("__name__", "up")]);
+    req.partial_response_strategy = PartialResponseStrategy::Abort as i32;
+    let err = call_series(&mut client, req)
+        .await
+        .expect_err("ABORT fails");
+    assert_eq!(err.code(), Code::Aborted);
+    assert!(err.message().contains("remote b"), "{}", err.message());
+    assert!(
+        remotes[0]
+            .script
+            .frames_sent
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "a was mid-stream"
+    );
+    let calls = |remote: &str, outcome: &str| {
+        metric_in(
+            &running,
+            &format!(
+                r#"thanos_fanout_remote_calls_total{{remote="{remote}",method="Series",outcome="{outcome}"}}"#
+            ),
+        )
+    };
+    eventually("a's call ended", Duration::from_secs(3), || {
+        metric_in(
+            &running,
+            r#"thanos_fanout_remote_calls_in_flight{remote="a",method="Series"}"#,
+        ) == Some(0.0)
+    })
+    .await;
+    assert_eq!(calls("a", "Cancelled"), Some(1.0), "a's aborted call");
+    for outcome in ["Success", "Error", "Timeout"] {
+        assert_eq!(calls("a", outcome), Some(0.0), "a's {outcome}");
+    }
+    assert_eq!(calls("b", "Timeout"), Some(1.0), "b's failure");
+}
+
 #[tokio::test]
 async fn querier_cancellation_reaches_the_remotes() {
     let mut remotes = Vec::new();
