@@ -113,7 +113,8 @@ pub struct Services {
     pub apis: ApiService,
     pub info: InfoService,
     pub health: tonic_health::server::HealthReporter,
-    /// Largest request accepted, and largest answer message sent.
+    /// Largest request message accepted (compressed, and inflated), and
+    /// largest answer message sent.
     pub max_message_bytes: usize,
 }
 
@@ -160,7 +161,10 @@ pub async fn serve(
         tonic_health::server::HealthService::from_health_reporter(services.health),
     );
     let router = Server::builder()
-        .layer(compression::SnappyRequests)
+        .layer(compression::SnappyRequests::new(crate::snappy::Limit {
+            bytes: max_message,
+            key: "grpc.max_message_bytes",
+        }))
         .add_service(health)
         .add_optional_service(reflection)
         .add_service(info)
