@@ -246,6 +246,13 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
         info: InfoService::new(upstreams.clone(), ready.subscribe()),
         health: health_reporter.clone(),
         max_message_bytes: config.grpc.max_message_bytes,
+        connections: server::ConnectionLimits {
+            max_concurrent_streams: config.grpc.max_concurrent_streams,
+            max_header_list_bytes: config.grpc.max_header_list_bytes,
+            keepalive_interval: Some(config.grpc.keepalive_interval)
+                .filter(|interval| !interval.is_zero()),
+            keepalive_timeout: config.grpc.keepalive_timeout,
+        },
     };
     servers.spawn({
         let shutdown = until_stopped(stopped.clone());

@@ -106,9 +106,25 @@ pub struct GrpcConfig {
     /// TLS (and, with `client_ca_file`, mutual TLS) for the querier's
     /// connections; plaintext (h2c) when absent.
     pub tls: Option<ListenerTls>,
-    /// Largest request accepted from a querier, and largest answer message
-    /// sent to it.
+    /// Largest request message accepted from a querier (compressed, and
+    /// again once decompressed), and largest answer message sent to it.
     pub max_message_bytes: usize,
+    /// Calls one querier connection may have open at once (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`); its client holds more back until
+    /// one ends.
+    pub max_concurrent_streams: u32,
+    /// Largest header block of a call, decoded (HTTP/2
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`); a call with more is refused (HTTP
+    /// 431).
+    pub max_header_list_bytes: u32,
+    /// How long a querier connection may stay silent before it is pinged;
+    /// 0s sends no pings.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection, and every
+    /// call on it with the remote calls under them, is dropped.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for GrpcConfig {
@@ -118,9 +134,27 @@ impl Default for GrpcConfig {
             grace_period: Duration::from_secs(30),
             tls: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
+
+/// Default of `grpc.max_concurrent_streams`. A querier multiplexes every
+/// call of every query onto one connection, and grpc-go queues calls beyond
+/// the limit without a word, so it sits at `limits.concurrent_series_calls`'
+/// default: a busy querier meets that limit's `ResourceExhausted` (and tries
+/// another store) before it would wait here. grpc-go servers set none.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Default of `grpc.max_header_list_bytes`: hyper's own, 16 KiB; a
+/// querier's call carries a few hundred bytes of headers.
+pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+
+/// The smallest `grpc.max_header_list_bytes` allowed.
+pub const MIN_MAX_HEADER_LIST_BYTES: u32 = 4 << 10;
 
 /// The HTTP listener for metrics and probes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -584,6 +618,24 @@ impl Config {
                 format!("must be at least {MIN_MAX_MESSAGE_BYTES} (2 MiB)"),
             ));
         }
+        if self.grpc.max_concurrent_streams == 0 {
+            return Err(invalid(
+                "grpc.max_concurrent_streams".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.grpc.max_header_list_bytes < MIN_MAX_HEADER_LIST_BYTES {
+            return Err(invalid(
+                "grpc.max_header_list_bytes".into(),
+                format!("must be at least {MIN_MAX_HEADER_LIST_BYTES} (4 KiB)"),
+            ));
+        }
+        if !self.grpc.keepalive_interval.is_zero() && self.grpc.keepalive_timeout.is_zero() {
+            return Err(invalid(
+                "grpc.keepalive_timeout".into(),
+                "must be greater than 0 (grpc.keepalive_interval: 0s turns pings off)".into(),
+            ));
+        }
         for remote in &self.remotes {
             if remote.max_message_bytes < MIN_MAX_MESSAGE_BYTES {
                 return Err(invalid(
@@ -884,6 +936,35 @@ mod tests {
             .and_then(|rest| rest.split("```").next())
             .expect("a yaml block");
         load_str(block).expect("README config example loads");
+    }
+
+    #[test]
+    fn querier_connection_limits_default_and_are_checked() {
+        let config = load_str("").expect("defaults");
+        assert_eq!(
+            config.grpc.max_concurrent_streams,
+            DEFAULT_MAX_CONCURRENT_STREAMS
+        );
+        assert_eq!(config.grpc.max_header_list_bytes, 16 << 10);
+        assert_eq!(config.grpc.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(config.grpc.keepalive_timeout, Duration::from_secs(20));
+        for (yaml, key) in [
+            (
+                "grpc:\n  max_concurrent_streams: 0\n",
+                "grpc.max_concurrent_streams",
+            ),
+            (
+                "grpc:\n  max_header_list_bytes: 1024\n",
+                "grpc.max_header_list_bytes",
+            ),
+            ("grpc:\n  keepalive_timeout: 0s\n", "grpc.keepalive_timeout"),
+        ] {
+            let err = load_str(yaml).expect_err(yaml);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let config = load_str("grpc:\n  keepalive_interval: 0s\n  keepalive_timeout: 0s\n")
+            .expect("no pings");
+        assert!(config.grpc.keepalive_interval.is_zero());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod proto;
 pub mod reload;
 pub mod remotes;
 pub mod server;
+pub mod snappy;
 pub mod status;
 pub mod target;
 pub mod telemetry;

@@ -459,7 +459,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let router = Server::builder()
-        .layer(crate::server::SnappyRequests)
+        .layer(crate::server::SnappyRequests::new(crate::snappy::Limit {
+            bytes: MAX_MESSAGE_SIZE,
+            key: "the remote's message size limit",
+        }))
         .add_routes(routes);
     match tls {
         Some(config) => {

@@ -121,8 +121,31 @@ pub struct Services {
     pub apis: ApiService,
     pub info: InfoService,
     pub health: tonic_health::server::HealthReporter,
-    /// Largest request accepted, and largest answer message sent.
+    /// Largest request message accepted (compressed, and inflated), and
+    /// largest answer message sent.
     pub max_message_bytes: usize,
+    pub connections: ConnectionLimits,
+}
+
+/// What one querier connection may hold, beside `max_message_bytes` per
+/// message. The listener is unauthenticated unless `grpc.tls` asks for
+/// client certificates, so none of this is left unbounded.
+///
+/// - `grpc.max_concurrent_streams` (1024): calls open at once; the client
+///   holds more back until one ends (HTTP/2 flow, no error).
+/// - `grpc.max_header_list_bytes` (16 KiB): a call with a larger header
+///   block is refused with HTTP 431 before it reaches a service.
+/// - `grpc.keepalive_interval` (30 s) and `grpc.keepalive_timeout` (20 s): a
+///   connection silent for the interval is pinged; unanswered within the
+///   timeout, it is closed, and every call on it is cancelled with the
+///   remote calls under them, as when the querier cancels.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_bytes: u32,
+    /// `None` sends no pings.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
 }
 
 /// Accepted connections with `TCP_NODELAY` set. A Series answer ends in small
@@ -167,8 +190,16 @@ pub async fn serve(
     let health = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(services.health),
     );
+    let limits = services.connections;
     let router = Server::builder()
-        .layer(compression::SnappyRequests)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .layer(compression::SnappyRequests::new(crate::snappy::Limit {
+            bytes: max_message,
+            key: "grpc.max_message_bytes",
+        }))
         .add_service(health)
         .add_optional_service(reflection)
         .add_service(info)

@@ -279,7 +279,7 @@ impl Endpoint {
     }
 
     fn channel(&self, channel: Channel) -> RemoteChannel {
-        RemoteChannel::new(channel, self.snappy)
+        RemoteChannel::new(channel, self.snappy, self.max_message_bytes)
     }
 
     /// Connections open to this endpoint.

@@ -2,10 +2,14 @@
 //! a well-defined answer) and costs nothing else, while good calls run on
 //! the same connection.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use thanos_fanout::proto::thanos::{LabelNamesRequest, LabelValuesRequest, ShardInfo};
-use tonic::Code;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 use crate::common::*;
 
@@ -405,4 +409,165 @@ async fn a_malformed_grpc_timeout_means_no_deadline() {
             .expect("a call");
         assert_eq!(forwarded.is_some(), passed_on, "{value:?}: {forwarded:?}");
     }
+}
+
+/// One remote `a`, and thanos-fanout in front of it taking messages of at
+/// most 2 MiB.
+async fn one_remote_small_messages() -> (RemoteHandle, thanos_fanout::app::Running, Channel) {
+    let r = up_remote("a", None).await;
+    let mut cfg = config(vec![remote("a", r.addr, None)]);
+    cfg.grpc.max_message_bytes = LIMIT;
+    let running = start_fanout(cfg).await;
+    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    (r, running, channel)
+}
+
+/// `grpc.max_message_bytes` in the tests below.
+const LIMIT: usize = 2 << 20;
+
+/// A Series call sent by hand on `channel` with `grpc-encoding: snappy`,
+/// whose body is what comes through `body` (ending when it closes); the
+/// status it ends with.
+async fn snappy_series_call(
+    channel: &Channel,
+    body: tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, Status>>,
+) -> Status {
+    let body = tonic::body::Body::new(http_body_util::StreamBody::new(
+        tokio_stream::wrappers::ReceiverStream::new(body),
+    ));
+    let request = http::Request::post("http://fanout/thanos.Store/Series")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", "snappy")
+        .body(body)
+        .expect("request");
+    let response = tower::ServiceExt::oneshot(channel.clone(), request)
+        .await
+        .expect("an HTTP answer");
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("the answer's body");
+    collected
+        .trailers()
+        .and_then(Status::from_header_map)
+        .expect("a grpc-status")
+}
+
+/// A good Series call on `channel`, which must come back whole.
+async fn a_good_call(channel: &Channel) {
+    let mut client = thanos_fanout::proto::thanos::store_client::StoreClient::new(channel.clone());
+    let good = call_series(&mut client, request(vec![eq("__name__", "up")]))
+        .await
+        .expect("the good call");
+    assert_eq!(good.label_values("cluster"), ["a"]);
+}
+
+#[tokio::test]
+async fn a_snappy_request_over_max_message_bytes_is_refused_before_it_is_read() {
+    let (_r, _running, channel) = one_remote_small_messages().await;
+    // A message announced as 768 MiB, coming at 64 KiB per 10 ms for as
+    // long as it is taken (at most 96 MiB, then the body ends).
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn({
+        let (sent, ended) = (sent.clone(), ended.clone());
+        async move {
+            let mut header = vec![1];
+            header.extend_from_slice(&(768u32 << 20).to_be_bytes());
+            if tx
+                .send(Ok(http_body::Frame::data(header.into())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let chunk = Bytes::from(vec![0xa5; 64 << 10]);
+            while sent.load(Ordering::SeqCst) < 96 << 20 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if tx
+                    .send(Ok(http_body::Frame::data(chunk.clone())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            ended.store(true, Ordering::SeqCst);
+        }
+    });
+    let (status, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(60), snappy_series_call(&channel, rx)),
+        a_good_call(&channel),
+    );
+    let status = status.expect("an answer within a minute");
+    assert!(
+        !ended.load(Ordering::SeqCst),
+        "answered only after the whole body ({} bytes) was sent: {status:?}",
+        sent.load(Ordering::SeqCst)
+    );
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("grpc.max_message_bytes"),
+        "{}",
+        status.message()
+    );
+    sender.abort();
+    // The connection serves on.
+    a_good_call(&channel).await;
+}
+
+/// 16 MiB of zeros in one snappy-compressed message: under 1 MiB, well
+/// within the limit, until it inflates.
+fn bomb() -> Vec<u8> {
+    let bomb = grpc_frame(1, &snappy(&vec![0; 16 << 20]));
+    assert!(bomb.len() < LIMIT / 2, "{} bytes", bomb.len());
+    bomb
+}
+
+#[tokio::test]
+async fn a_small_snappy_bomb_is_refused_with_resource_exhausted() {
+    let (_r, _running, channel) = one_remote_small_messages().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(Ok(http_body::Frame::data(Bytes::from(bomb()))))
+        .await
+        .expect("send");
+    drop(tx);
+    let (status, ()) = tokio::join!(snappy_series_call(&channel, rx), a_good_call(&channel));
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("grpc.max_message_bytes"),
+        "{}",
+        status.message()
+    );
+    a_good_call(&channel).await;
+}
+
+#[tokio::test]
+async fn a_snappy_bomb_is_refused_as_it_inflates_without_waiting_for_the_rest() {
+    let (_r, _running, channel) = one_remote_small_messages().await;
+    // Its first half, which inflates to 8 MiB, and the body held open.
+    let bomb = bomb();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+        &bomb[..bomb.len() / 2],
+    ))))
+    .await
+    .expect("send");
+    let (status, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(30), snappy_series_call(&channel, rx)),
+        a_good_call(&channel),
+    );
+    let status = status.expect("refused while the rest of the body is awaited");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    drop(tx);
+    a_good_call(&channel).await;
 }

@@ -52,6 +52,17 @@ pub enum SeriesScript {
     PartThenHang(usize),
     /// Send a generated answer far larger than any buffer (see [`large_series`]).
     Large { series: usize, chunk_bytes: usize },
+    /// Answer with these bytes as the body, as they are, under
+    /// `grpc-encoding: <encoding>`; then end with status OK, or hang.
+    Raw(RawAnswer),
+}
+
+/// An answer body written by hand, for answers no gRPC server would send.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub encoding: &'static str,
+    pub body: bytes::Bytes,
+    pub then_hang: bool,
 }
 
 /// Shared between a fake remote and the test that drives it.
@@ -218,6 +229,17 @@ impl Store for Fake {
                         ))),
                     })
                 })))
+            }
+            SeriesScript::Raw(raw) => {
+                // The layer `raw_answers` puts it in place of the empty
+                // stream; the extension carries it there.
+                let mut response = Response::new(Box::pin(Guard {
+                    inner: Box::pin(futures::stream::pending()),
+                    script: self.script.clone(),
+                    ended: false,
+                }) as FrameStream);
+                response.extensions_mut().insert(raw);
+                return Ok(response);
             }
             SeriesScript::Drip(every) => {
                 let frames = self.inner.series_frames(request.get_ref())?;
@@ -410,26 +432,33 @@ async fn serve_fake(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let script = fake.script.clone();
-    let record = tower::ServiceBuilder::new().map_request(move |req: http::Request<_>| {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        script.authorities.lock().expect("lock").push(authority);
-        let encoding = req
-            .headers()
-            .get("grpc-encoding")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        script.encodings.lock().expect("lock").push(encoding);
-        req
-    });
+    let record = tower::ServiceBuilder::new()
+        .map_request(move |req: http::Request<_>| {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            script.authorities.lock().expect("lock").push(authority);
+            let encoding = req
+                .headers()
+                .get("grpc-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            script.encodings.lock().expect("lock").push(encoding);
+            req
+        })
+        .map_response(raw_answers);
     // Served like the demo's remotes, which answer like Thanos servers.
     let router = tonic::transport::Server::builder()
         .layer(record)
-        .layer(thanos_fanout::server::SnappyRequests)
+        .layer(thanos_fanout::server::SnappyRequests::new(
+            thanos_fanout::snappy::Limit {
+                bytes: thanos_fanout::proto::MAX_MESSAGE_SIZE,
+                key: "the fake remote's message size limit",
+            },
+        ))
         .add_service(synthetic::info_server(fake.clone()))
         .add_service(synthetic::store_server(fake.clone()));
     let script = fake.script.clone();
@@ -449,6 +478,48 @@ async fn serve_fake(
         }
         None => router.serve_with_incoming_shutdown(counted, shutdown).await,
     };
+}
+
+/// Puts a [`SeriesScript::Raw`] answer in place of the body tonic made.
+fn raw_answers(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let Some(raw) = response.extensions_mut().remove::<RawAnswer>() else {
+        return response;
+    };
+    response.headers_mut().insert(
+        "grpc-encoding",
+        http::HeaderValue::from_static(raw.encoding),
+    );
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let data = futures::stream::iter([Ok::<_, Status>(http_body::Frame::data(raw.body))]);
+    let end: Pin<Box<dyn Stream<Item = Result<http_body::Frame<bytes::Bytes>, Status>> + Send>> =
+        if raw.then_hang {
+            Box::pin(futures::stream::pending())
+        } else {
+            Box::pin(futures::stream::iter([Ok(http_body::Frame::trailers(
+                trailers,
+            ))]))
+        };
+    let body = http_body_util::StreamBody::new(futures::StreamExt::chain(data, end));
+    *response.body_mut() = tonic::body::Body::new(body);
+    response
+}
+
+/// The gRPC framing of one message: compression flag, length, bytes.
+pub fn grpc_frame(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// `bytes` in snappy's framing format, as Thanos's `snappy` encoding sends them.
+pub fn snappy(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = snap::write::FrameEncoder::new(Vec::new());
+    std::io::Write::write_all(&mut encoder, bytes).expect("compress");
+    encoder.into_inner().expect("flush")
 }
 
 /// Series `i` of a [`SeriesScript::Large`] answer: `{__name__="big", at="<i>"}`

@@ -675,3 +675,57 @@ async fn check_no_warning(running: &Running) {
         .expect("call");
     assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
 }
+
+/// Remote bad, spoken to in snappy with a 2 MiB message limit, answering
+/// Series with `body` (then hanging, if `then_hang`).
+async fn answering_in_snappy(
+    ok: &RemoteHandle,
+    body: Vec<u8>,
+    then_hang: bool,
+) -> (RemoteHandle, Running) {
+    let bad = up_remote("bad", None).await;
+    bad.script.set(SeriesScript::Raw(RawAnswer {
+        encoding: "snappy",
+        body: body.into(),
+        then_hang,
+    }));
+    let mut config = bad_at(bad.addr);
+    config.compression = thanos_fanout::config::Compression::Snappy;
+    config.max_message_bytes = 2 << 20;
+    let running = fanout(ok, config, |_| {}).await;
+    (bad, running)
+}
+
+#[tokio::test]
+async fn sends_a_snappy_message_over_the_size_limit() {
+    let ok = healthy().await;
+    // A message announced as 3 GiB; 64 KiB of it come, then nothing.
+    let mut body = vec![1];
+    body.extend_from_slice(&(3u32 << 30).to_be_bytes());
+    body.extend_from_slice(&[0xa5; 64 << 10]);
+    let (_bad, running) = answering_in_snappy(&ok, body, true).await;
+    check(
+        &running,
+        &["ResourceExhausted", "remotes[].max_message_bytes"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sends_a_snappy_bomb() {
+    let ok = healthy().await;
+    // 16 MiB of zeros, under 1 MiB compressed.
+    let bomb = grpc_frame(1, &snappy(&vec![0; 16 << 20]));
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    // Whole, then the call ends.
+    let (_bad, running) = answering_in_snappy(&ok, bomb.clone(), false).await;
+    check(&running, &["remotes[].max_message_bytes"]).await;
+    // Its first half, inflating to 8 MiB, then nothing: refused as it
+    // inflates, not after the rest (which never comes).
+    let (_bad, running) = answering_in_snappy(&ok, bomb[..bomb.len() / 2].to_vec(), true).await;
+    check(
+        &running,
+        &["ResourceExhausted", "remotes[].max_message_bytes"],
+    )
+    .await;
+}

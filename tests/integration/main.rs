@@ -14,6 +14,7 @@ mod common;
 mod discovery;
 mod dns_server;
 mod faults;
+mod http2;
 mod info;
 mod labels;
 mod listener_tls;
