@@ -80,6 +80,11 @@ pub struct LimitsConfig {
     /// beyond it, that remote's answer is cut with a warning naming it (an
     /// error under ABORT), and the other remotes' answers go on.
     pub bytes_per_remote: u64,
+    /// Encoded bytes of series one Series request may hold in memory to
+    /// strip replica labels for remotes that do not (their whole answers
+    /// are held to be sorted again); beyond it the call fails with
+    /// `ResourceExhausted`.
+    pub buffered_bytes_per_request: u64,
 }
 
 impl Default for LimitsConfig {
@@ -90,9 +95,13 @@ impl Default for LimitsConfig {
             chunks_per_request: 0,
             bytes_per_request: 0,
             bytes_per_remote: 0,
+            buffered_bytes_per_request: DEFAULT_BUFFERED_BYTES_PER_REQUEST,
         }
     }
 }
+
+/// Default of `limits.buffered_bytes_per_request`: 128 MiB.
+pub const DEFAULT_BUFFERED_BYTES_PER_REQUEST: u64 = 128 << 20;
 
 /// The StoreAPI listener the querier connects to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
