@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::listener::{Acceptor, HttpsListener, TlsListener};
 use crate::status::StatusPage;
 
 #[derive(Clone)]
@@ -26,7 +27,7 @@ struct AdminState {
 /// config `tls` holds when a connection arrives, if given.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
+    tls: Option<TlsListener>,
     registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
     status: StatusPage,
@@ -39,13 +40,15 @@ pub async fn serve(
         .with_state(AdminState { registry, ready })
         .merge(status.router());
     match tls {
-        Some(configs) => {
-            axum::serve(crate::listener::HttpsListener::new(listener, configs)?, app)
+        Some(tls) => {
+            let listener = HttpsListener::new(listener, tls.configs, tls.max_handshakes)?;
+            axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         None => {
-            axum::serve(listener, app)
+            // axum's own accept loop logs every failed accept, a second apart.
+            axum::serve(Acceptor::new(listener, "HTTP"), app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }

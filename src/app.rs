@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::config::{ConfigSource, ValidConfig};
 use crate::discovery::DiscoveryMetrics;
 use crate::fanout::{Fanout, Prefetch};
-use crate::listener::ListenerCerts;
+use crate::listener::{ListenerCerts, TlsListener};
 use crate::metrics::{RemoteFamilies, ServerMetrics};
 use crate::reload::{Hangups, ReloadMetrics, ReloadStatus, Reloader};
 use crate::remotes::{RemoteSet, RemotesError};
@@ -256,7 +256,7 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
     };
     servers.spawn({
         let shutdown = until_stopped(stopped.clone());
-        let tls = listener_certs.grpc.as_ref().map(watch::Sender::subscribe);
+        let tls = TlsListener::new(listener_certs.grpc.as_ref(), config.grpc.tls.as_ref());
         async move { Ok(server::serve(grpc_listener, tls, services, shutdown).await?) }
     });
     let status = StatusPage::new(
@@ -268,7 +268,7 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
         let shutdown = until_stopped(stopped);
         let registry = registry.clone();
         let ready = ready.clone();
-        let tls = listener_certs.http.as_ref().map(watch::Sender::subscribe);
+        let tls = TlsListener::new(listener_certs.http.as_ref(), config.http.tls.as_ref());
         async move {
             crate::admin::serve(
                 http_listener,

@@ -80,6 +80,11 @@ pub struct LimitsConfig {
     /// beyond it, that remote's answer is cut with a warning naming it (an
     /// error under ABORT), and the other remotes' answers go on.
     pub bytes_per_remote: u64,
+    /// Encoded bytes of series one Series request may hold in memory to
+    /// strip replica labels for remotes that do not (their whole answers
+    /// are held to be sorted again); beyond it the call fails with
+    /// `ResourceExhausted`.
+    pub buffered_bytes_per_request: u64,
 }
 
 impl Default for LimitsConfig {
@@ -90,9 +95,13 @@ impl Default for LimitsConfig {
             chunks_per_request: 0,
             bytes_per_request: 0,
             bytes_per_remote: 0,
+            buffered_bytes_per_request: DEFAULT_BUFFERED_BYTES_PER_REQUEST,
         }
     }
 }
+
+/// Default of `limits.buffered_bytes_per_request`: 128 MiB.
+pub const DEFAULT_BUFFERED_BYTES_PER_REQUEST: u64 = 128 << 20;
 
 /// The StoreAPI listener the querier connects to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -186,6 +195,17 @@ pub struct ListenerTls {
     /// PEM CA bundle: when set, clients must present a certificate it signed.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
+    /// TLS handshakes in progress at once; at the cap a new connection
+    /// gives up the oldest one still in progress (see `listener`).
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+/// Default of `grpc.tls.max_handshakes` and `http.tls.max_handshakes`.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+
+fn default_max_handshakes() -> usize {
+    DEFAULT_MAX_HANDSHAKES
 }
 
 /// Log output.
@@ -670,6 +690,14 @@ impl Config {
                 )
             })?;
         }
+        for (key, tls) in [("grpc.tls", &self.grpc.tls), ("http.tls", &self.http.tls)] {
+            if tls.as_ref().is_some_and(|tls| tls.max_handshakes == 0) {
+                return Err(invalid(
+                    format!("{key}.max_handshakes"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         for (key, n) in [
             ("fanout.buffer_frames", self.fanout.buffer_frames),
             (
@@ -839,14 +867,22 @@ impl Config {
                         after
                             .iter()
                             .filter(|(key, value)| before.get(*key) != Some(*value))
-                            // A listener's TLS files are reloaded; only
-                            // turning TLS on or off needs a restart.
-                            .filter(|(key, value)| {
-                                key.as_str() != Some("tls")
-                                    || before.get(*key).is_none_or(serde_yaml::Value::is_null)
-                                    || value.is_null()
-                            })
-                            .map(|(key, _)| format!("{name}.{}", key.as_str().unwrap_or_default())),
+                            .filter_map(|(key, value)| {
+                                let key = key.as_str().unwrap_or_default();
+                                // A listener's TLS files are reloaded; turning
+                                // TLS on or off, or its handshake cap, needs a
+                                // restart.
+                                match before.get(key).filter(|b| !b.is_null()) {
+                                    Some(running) if key == "tls" && !value.is_null() => {
+                                        let cap = |tls: &serde_yaml::Value| {
+                                            tls.get("max_handshakes").cloned()
+                                        };
+                                        (cap(running) != cap(value))
+                                            .then(|| format!("{name}.tls.max_handshakes"))
+                                    }
+                                    _ => Some(format!("{name}.{key}")),
+                                }
+                            }),
                     );
                 }
                 _ => keys.push(name.to_owned()),
@@ -1169,6 +1205,32 @@ mod tests {
             running.needs_restart(&next),
             vec!["grpc.listen".to_owned(), "fanout.buffer_frames".to_owned()]
         );
+    }
+
+    #[test]
+    fn listener_tls_files_reload_and_its_handshake_cap_needs_a_restart() {
+        let tls = |cert: &str, max: &str| {
+            load_str(&format!(
+                "grpc: {{tls: {{cert_file: {cert}, key_file: /k.pem{max}}}}}\nremotes:\n  - {{name: a, targets: [\"h:1\"]}}\n"
+            ))
+            .expect("loads")
+            .into_inner()
+        };
+        let running = tls("/a.pem", "");
+        assert_eq!(
+            running.grpc.tls.as_ref().map(|t| t.max_handshakes),
+            Some(DEFAULT_MAX_HANDSHAKES)
+        );
+        assert!(running.needs_restart(&tls("/b.pem", "")).is_empty());
+        assert_eq!(
+            running.needs_restart(&tls("/b.pem", ", max_handshakes: 8")),
+            ["grpc.tls.max_handshakes"]
+        );
+        let err = load_str(
+            "http: {tls: {cert_file: /c.pem, key_file: /k.pem, max_handshakes: 0}}\nremotes:\n  - {name: a, targets: [\"h:1\"]}\n",
+        )
+        .expect_err("no handshakes");
+        assert!(err.to_string().contains("http.tls.max_handshakes"), "{err}");
     }
 
     #[test]

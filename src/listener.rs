@@ -1,8 +1,12 @@
-//! TLS on our own listeners: server configs from the files `grpc.tls` and
-//! `http.tls` name, swapped on reload, and an accept loop that completes
-//! each handshake on its own task so a slow or failing client never holds
-//! up the others.
+//! Our own listeners: accepting connections without spinning when that
+//! fails ([`Acceptor`]), and TLS on them: server configs from the
+//! files `grpc.tls` and `http.tls` name, swapped on reload, and an accept
+//! loop that completes each handshake on its own task so a slow or failing
+//! client never holds up the others, with a bounded number in progress.
 
+mod accept;
+
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,9 +20,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
+
+pub use accept::Acceptor;
 
 use crate::config::ListenerTls;
 use crate::tls::{ALPN_H2, TlsError, install_crypto_provider, load_certs, load_key, root_store};
@@ -126,11 +132,12 @@ impl AsyncWrite for TlsConn {
 /// Completes TLS handshakes on accepted TCP connections, each on its own
 /// task and within [`HANDSHAKE_TIMEOUT`], with the config `configs` holds
 /// at that moment (so a reloaded certificate serves the next connection).
-/// Failed handshakes are logged and dropped. `what` names the listener in
-/// logs.
+/// At most `max_handshakes` are in progress (see [`Handshakes`]). Failed
+/// handshakes are logged and dropped. `what` names the listener in logs.
 pub fn accept<S>(
     tcp: S,
     configs: watch::Receiver<Arc<ServerConfig>>,
+    max_handshakes: usize,
     what: &'static str,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>>
 where
@@ -139,12 +146,15 @@ where
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut tcp = tcp;
+        let mut handshakes = Handshakes::new(max_handshakes, what);
         loop {
             let conn = tokio::select! {
                 next = tcp.next() => match next {
                     Some(Ok(conn)) => conn,
+                    // An [`Acceptor`] waits out its failures and yields
+                    // none; other streams (the demo's, tests') are theirs.
                     Some(Err(error)) => {
-                        tracing::warn!(listener = what, %error, "accept failed");
+                        tracing::debug!(listener = what, %error, "accept failed");
                         continue;
                     }
                     None => return,
@@ -156,10 +166,23 @@ where
             let Ok(peer) = conn.peer_addr() else {
                 continue;
             };
+            let Some(mut slot) = handshakes.admit().await else {
+                return;
+            };
             let acceptor = TlsAcceptor::from(configs.borrow().clone());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)) => handshake,
+                    _ = &mut slot.given_up => {
+                        tracing::debug!(listener = what, %peer, "TLS handshake given up for a newer connection");
+                        return;
+                    }
+                };
+                // Done with the handshake: its place is free before the
+                // connection waits to be served.
+                drop(slot);
+                match handshake {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(TlsConn { stream, peer })).await;
                     }
@@ -176,6 +199,94 @@ where
     ReceiverStream::new(rx)
 }
 
+/// The TLS handshakes in progress on one listener, at most `max`
+/// (`grpc.tls.max_handshakes`, `http.tls.max_handshakes`): each holds a
+/// descriptor and a task, so a flood of connections that never finish
+/// their handshake must not collect them without bound. A connection
+/// arriving when all places are taken is never made to wait: the oldest
+/// handshake still in progress is given up (its connection closed) to make
+/// room. A client that completes its handshake promptly is served however
+/// many stalled connections arrive before it; one that stalls longer than
+/// `max` newer connections take to arrive is closed, where it would have
+/// timed out anyway. Each episode at the cap is logged once.
+struct Handshakes {
+    places: Arc<Semaphore>,
+    /// One per handshake started, oldest first: sending on it gives that
+    /// handshake up; a closed one has finished.
+    started: VecDeque<oneshot::Sender<()>>,
+    max: usize,
+    /// Handshakes given up in the current episode at the cap.
+    given_up: u64,
+    what: &'static str,
+}
+
+/// A place among the handshakes in progress, held until the handshake ends.
+struct Slot {
+    _place: OwnedSemaphorePermit,
+    /// Resolves when a newer connection takes the place.
+    given_up: oneshot::Receiver<()>,
+}
+
+impl Handshakes {
+    fn new(max: usize, what: &'static str) -> Self {
+        let max = max.max(1);
+        Self {
+            places: Arc::new(Semaphore::new(max)),
+            started: VecDeque::new(),
+            max,
+            given_up: 0,
+            what,
+        }
+    }
+
+    /// A place for the next handshake, giving up the oldest one in
+    /// progress if there is none; None if the places are gone (never).
+    async fn admit(&mut self) -> Option<Slot> {
+        let place = match self.places.clone().try_acquire_owned() {
+            Ok(place) => {
+                if self.given_up > 0 {
+                    tracing::info!(
+                        listener = self.what,
+                        given_up = self.given_up,
+                        "TLS handshakes in progress back under the cap"
+                    );
+                    self.given_up = 0;
+                }
+                place
+            }
+            Err(_) => {
+                // The first one still listening is the oldest in progress.
+                while let Some(oldest) = self.started.pop_front() {
+                    if oldest.send(()).is_ok() {
+                        break;
+                    }
+                }
+                if self.given_up == 0 {
+                    tracing::warn!(
+                        listener = self.what,
+                        max_handshakes = self.max,
+                        "TLS handshakes in progress at the cap; giving up the oldest for each new connection (a flood of connections that never finish their handshake?)"
+                    );
+                }
+                self.given_up += 1;
+                // Freed as soon as the given-up task notices.
+                self.places.clone().acquire_owned().await.ok()?
+            }
+        };
+        // Finished ones are dropped from time to time, so this stays
+        // within twice the cap.
+        if self.started.len() >= 2 * self.max {
+            self.started.retain(|s| !s.is_closed());
+        }
+        let (give_up, given_up) = oneshot::channel();
+        self.started.push_back(give_up);
+        Some(Slot {
+            _place: place,
+            given_up,
+        })
+    }
+}
+
 /// TLS connections accepted on `listener`, for axum.
 pub struct HttpsListener {
     local: SocketAddr,
@@ -186,12 +297,13 @@ impl HttpsListener {
     pub fn new(
         listener: TcpListener,
         configs: watch::Receiver<Arc<ServerConfig>>,
+        max_handshakes: usize,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
-        let tcp = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let tcp = Acceptor::new(listener, "HTTP").into_stream();
         Ok(Self {
             local,
-            accepted: Box::pin(accept(tcp, configs, "HTTP")),
+            accepted: Box::pin(accept(tcp, configs, max_handshakes, "HTTP")),
         })
     }
 }
@@ -216,6 +328,29 @@ impl axum::serve::Listener for HttpsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// What a listener serving TLS needs.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// The server config of the moment, replaced on reload.
+    pub configs: watch::Receiver<Arc<ServerConfig>>,
+    /// See [`Handshakes`].
+    pub max_handshakes: usize,
+}
+
+impl TlsListener {
+    /// The settings of a listener serving TLS with `configs` as `tls` says
+    /// (None for one in plaintext).
+    pub fn new(
+        configs: Option<&watch::Sender<Arc<ServerConfig>>>,
+        tls: Option<&ListenerTls>,
+    ) -> Option<Self> {
+        Some(Self {
+            configs: configs?.subscribe(),
+            max_handshakes: tls?.max_handshakes,
+        })
     }
 }
 
@@ -263,5 +398,27 @@ impl ListenerCerts {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handshake_beyond_the_cap_gives_up_the_oldest_in_progress() {
+        let mut handshakes = Handshakes::new(2, "test");
+        let first = handshakes.admit().await.expect("a place");
+        let mut second = handshakes.admit().await.expect("a place");
+        // The first finishes; its place is free without giving anyone up.
+        drop(first);
+        let mut third = handshakes.admit().await.expect("a place");
+        assert!(second.given_up.try_recv().is_err());
+        // At the cap: the oldest still in progress is given up.
+        let fourth = tokio::spawn(async move { handshakes.admit().await.map(|_| ()) });
+        (&mut second.given_up).await.expect("given up");
+        assert!(third.given_up.try_recv().is_err(), "not the newer one");
+        drop(second);
+        fourth.await.expect("task").expect("a place");
     }
 }

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use crate::listener::TlsConn;
 
+use crate::config::DEFAULT_MAX_HANDSHAKES;
 use crate::listener::{Protocol, build_server_config};
 use crate::tls::{TlsError, parse_certs, parse_key};
 
@@ -53,5 +54,5 @@ where
 {
     // The receiver keeps the config after the sender is gone.
     let (_, configs) = tokio::sync::watch::channel(config);
-    crate::listener::accept(tcp, configs, "demo")
+    crate::listener::accept(tcp, configs, DEFAULT_MAX_HANDSHAKES, "demo")
 }

@@ -28,6 +28,9 @@ pub enum Frame {
     Series(RawSeries),
     /// A remote's failure or warning, for the partial-response strategy.
     Warning(RemoteError),
+    /// The request went past one of `limits`: the call fails with this
+    /// message, whatever the partial-response strategy.
+    Exceeded(String),
 }
 
 struct Head {
@@ -61,7 +64,8 @@ pub struct Merge<S> {
     /// Sources whose next series we are waiting for.
     waiting: Vec<usize>,
     heap: BinaryHeap<Reverse<Head>>,
-    warnings: VecDeque<RemoteError>,
+    /// Warnings and limits exceeded, passed on before any series.
+    warnings: VecDeque<Frame>,
     run: Option<Run>,
 }
 
@@ -89,7 +93,9 @@ impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
                     self.heap.push(Reverse(Head { series, source }));
                     self.waiting.swap_remove(i);
                 }
-                Poll::Ready(Some(Frame::Warning(w))) => self.warnings.push_back(w),
+                Poll::Ready(Some(notice @ (Frame::Warning(_) | Frame::Exceeded(_)))) => {
+                    self.warnings.push_back(notice)
+                }
                 Poll::Ready(None) => {
                     self.waiting.swap_remove(i);
                 }
@@ -106,8 +112,8 @@ impl<S: Stream<Item = Frame> + Unpin> Merge<S> {
     /// The next warning or merged series; `None` when every source has ended.
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
-            if let Some(warning) = self.warnings.pop_front() {
-                return Some(Frame::Warning(warning));
+            if let Some(notice) = self.warnings.pop_front() {
+                return Some(notice);
             }
             poll_fn(|cx| self.poll_fill(cx)).await;
             if !self.warnings.is_empty() {
@@ -294,6 +300,7 @@ mod tests {
             .map(|f| match f {
                 Frame::Series(s) => s.decode_labels()[0].value.clone(),
                 Frame::Warning(w) => w.to_string(),
+                Frame::Exceeded(e) => e.clone(),
             })
             .collect();
         // A warning is emitted as soon as it reaches the head of its source.
@@ -341,7 +348,7 @@ mod tests {
             .into_iter()
             .filter_map(|f| match f {
                 Frame::Series(s) => Some(s.decode().unwrap()),
-                Frame::Warning(_) => None,
+                Frame::Warning(_) | Frame::Exceeded(_) => None,
             })
             .collect()
     }

@@ -4,8 +4,11 @@
 //! and the partial-response strategy. Series stay as the bytes they arrived
 //! in unless local work needs them decoded (see [`crate::wire`]). With a single endpoint the merge only
 //! combines consecutive equal series, which a remote that strips replica
-//! labels may send. Dropping the output (the querier went away, or an ABORT)
-//! aborts every endpoint task, which cancels its remote call.
+//! labels may send. An endpoint whose replica labels must be stripped here
+//! is held whole and sorted again when it ends, all such endpoints of a
+//! request within `limits.buffered_bytes_per_request` (see [`BufferBudget`]).
+//! Dropping the output (the querier went away, or an ABORT) aborts every
+//! endpoint task, which cancels its remote call.
 //!
 //! A remote is given `timeout` to make progress, counted only while its pump
 //! waits for it: time blocked on a full channel (a slow caller, or a merge
@@ -16,6 +19,8 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -136,6 +141,7 @@ impl Fanout {
         let mut tasks = JoinSet::new();
         let mut receivers = Vec::with_capacity(selected.len());
         let channels = self.prefetch.channels(selected.len());
+        let buffered = Arc::new(BufferBudget::new(self.limits.buffered_bytes_per_request));
         for (endpoint, (tx, rx)) in selected.into_iter().zip(channels) {
             let intake = Intake::new(&forward, &endpoint);
             let span = super::remote::span(Method::Series, &endpoint.endpoint);
@@ -149,6 +155,8 @@ impl Fanout {
                 received: 0,
                 bytes: 0,
                 bytes_limit: self.limits.bytes_per_remote,
+                buffered: buffered.clone(),
+                exceeded: None,
                 ready: Vec::new(),
                 ready_bytes: 0,
             };
@@ -180,6 +188,10 @@ struct Pump {
     bytes: u64,
     /// Most bytes it may send (0: no limit).
     bytes_limit: u64,
+    /// What the request's endpoints hold to strip replica labels.
+    buffered: Arc<BufferBudget>,
+    /// Why the whole call must fail, once it must.
+    exceeded: Option<String>,
     /// What the current remote frame yielded, passed on as one.
     ready: Vec<Frame>,
     ready_bytes: usize,
@@ -203,6 +215,9 @@ impl Pump {
         span.record("bytes", self.bytes);
         if let Some(error) = self.call.conclude(result) {
             let _ = self.tx.send(Frame::Warning(error), 0).await;
+        }
+        if let Some(exceeded) = self.exceeded.take() {
+            let _ = self.tx.send(Frame::Exceeded(exceeded), 0).await;
         }
     }
 
@@ -272,6 +287,8 @@ impl Pump {
         }
         self.flush().await?;
         result?;
+        // Encoded one batch at a time, each decoded series dropped as it
+        // goes, so the answer is not held twice.
         for series in self.intake.take_buffered() {
             self.queue(Frame::Series(series));
             if self.ready.len() >= BUFFERED_BATCH {
@@ -335,14 +352,23 @@ impl Pump {
     fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
         self.received += 1;
         let chunks = &self.call.selected.endpoint.metrics.chunks_received;
+        let held = self.intake.buffered_bytes;
         match self.intake.accept(series, chunks) {
-            Ok(Some(ready)) => {
-                self.queue(Frame::Series(ready));
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(kind) => Err(Stop::Failed(self.call.error(kind))),
+            Ok(Some(ready)) => self.queue(Frame::Series(ready)),
+            Ok(None) => {}
+            Err(kind) => return Err(Stop::Failed(self.call.error(kind))),
         }
+        let added = self.intake.buffered_bytes - held;
+        if added > 0 && !self.buffered.hold(added) {
+            // Not the remote's failure: the call as asked cannot be
+            // answered within the bound, whatever the strategy.
+            self.exceeded = Some(format!(
+                "the answer needs more than limits.buffered_bytes_per_request ({} bytes) held in memory: remote {} does not remove replica labels itself (without_replica_labels), so its answer is held here to be sorted again after they are removed; narrow the query (fewer series or a shorter range)",
+                self.buffered.limit, self.call.selected.endpoint.remote,
+            ));
+            return Err(Stop::Cancelled);
+        }
+        Ok(())
     }
 
     fn queue(&mut self, frame: Frame) {
@@ -370,6 +396,31 @@ impl Pump {
 /// Series buffered to strip labels go to the merge this many at a time.
 const BUFFERED_BATCH: usize = 64;
 
+/// The encoded bytes of series one request's endpoints hold to strip
+/// replica labels (`limits.buffered_bytes_per_request`; 0: no limit).
+/// Counted as they are taken and not given back when handed on, so the
+/// count bounds what the call holds at any moment.
+#[derive(Debug)]
+struct BufferBudget {
+    limit: u64,
+    held: AtomicU64,
+}
+
+impl BufferBudget {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `bytes` more held; false once past the limit.
+    fn hold(&self, bytes: u64) -> bool {
+        let held = self.held.fetch_add(bytes, AtomicOrdering::Relaxed) + bytes;
+        self.limit == 0 || held <= self.limit
+    }
+}
+
 /// Takes one endpoint's series as they arrive: checks them, does the local
 /// work, and hands back the ones ready to go, in order.
 struct Intake {
@@ -381,6 +432,8 @@ struct Intake {
     /// Only used when labels are stripped, which may reorder: every series,
     /// sorted at the end.
     buffered: Vec<Series>,
+    /// The encoded size of the series in `buffered`, as received.
+    buffered_bytes: u64,
 }
 
 /// A series taken and checked, not handed back yet.
@@ -397,6 +450,7 @@ impl Intake {
             skip_chunks: req.skip_chunks,
             last: None,
             buffered: Vec::new(),
+            buffered_bytes: 0,
         }
     }
 
@@ -410,6 +464,7 @@ impl Intake {
         bytes: Bytes,
         chunks: &Counter,
     ) -> Result<Option<RawSeries>, RemoteErrorKind> {
+        let size = bytes.len() as u64;
         let (mut series, labels) = RawSeries::parse(bytes).map_err(RemoteErrorKind::Invalid)?;
         chunks.inc_by(series.chunks() as u64);
         if series.chunks() == 0 && !self.skip_chunks {
@@ -423,6 +478,7 @@ impl Intake {
                 labelset::strip(&mut decoded.labels, &self.work.strip);
                 if self.shard_keeps(labelset::as_bytes(&decoded.labels)) {
                     self.buffered.push(decoded);
+                    self.buffered_bytes += size;
                 }
                 return Ok(None);
             }
@@ -452,11 +508,15 @@ impl Intake {
             .map(|last| last.series)
     }
 
-    /// The series buffered to strip labels, sorted.
-    fn take_buffered(&mut self) -> Vec<RawSeries> {
+    /// The series buffered to strip labels, sorted, encoded as they are
+    /// taken.
+    fn take_buffered(&mut self) -> impl Iterator<Item = RawSeries> + use<> {
         let mut buffered = std::mem::take(&mut self.buffered);
+        self.buffered_bytes = 0;
         buffered.sort_by(|a, b| labelset::compare(&a.labels, &b.labels));
-        buffered.iter().map(RawSeries::encode).collect()
+        buffered
+            .into_iter()
+            .map(|series| RawSeries::encode(&series))
     }
 }
 
@@ -570,6 +630,11 @@ impl Output {
                     }
                     return Some(Ok(warning_frame(warning)));
                 }
+                Some(Frame::Exceeded(exceeded)) => {
+                    self.done = true;
+                    self.tasks.abort_all();
+                    return Some(Err(FanoutError::LimitExceeded(exceeded)));
+                }
                 Some(Frame::Series(series)) => {
                     self.sent += 1;
                     self.chunks += series.chunks() as u64;
@@ -649,6 +714,7 @@ mod tests {
                     skip_chunks: case.skip_chunks,
                     last: None,
                     buffered: Vec::new(),
+                    buffered_bytes: 0,
                 };
                 let mut ready = Vec::new();
                 for series in source {
@@ -857,6 +923,7 @@ mod tests {
             skip_chunks: true,
             last: None,
             buffered: Vec::new(),
+            buffered_bytes: 0,
         };
         let series = |pairs: &[(&str, &str)]| -> Bytes {
             Series {
@@ -892,6 +959,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_buffer_budget_counts_every_endpoint_of_the_request() {
+        let budget = BufferBudget::new(100);
+        assert!(budget.hold(60));
+        assert!(budget.hold(40), "up to the limit");
+        assert!(!budget.hold(1), "past it");
+        let unlimited = BufferBudget::new(0);
+        assert!(unlimited.hold(u64::MAX / 2) && unlimited.hold(1));
     }
 
     proptest! {

@@ -13,13 +13,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use futures::Stream;
+use tokio::net::{TcpListener, TcpStream};
 use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use apis::ApiService;
 pub use compression::SnappyRequests;
@@ -27,6 +26,7 @@ pub use info::InfoService;
 pub use store::StoreService;
 
 use crate::fanout::{FanoutError, RequestContext};
+use crate::listener::{Acceptor, TlsListener};
 use crate::metrics::Method;
 use crate::proto::relay::store_server::StoreServer;
 use crate::proto::thanos::exemplars_server::ExemplarsServer;
@@ -148,19 +148,21 @@ pub struct ConnectionLimits {
     pub keepalive_timeout: Duration,
 }
 
-/// Accepted connections with `TCP_NODELAY` set. A Series answer ends in small
-/// frames (the last data, then trailers); with Nagle's algorithm they wait
-/// for the querier's delayed ACK, about 40 ms on every call. The builder's
-/// `tcp_nodelay` only reaches sockets it accepts itself, not these.
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Connections accepted on `listener` (see [`Acceptor`]), for tonic, which
+/// on its own retries a failing accept at once, spinning while the process
+/// is out of descriptors, and whose `tcp_nodelay` only reaches sockets it
+/// accepts itself.
+pub fn incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<TcpStream>> + Send + Unpin + 'static {
+    Acceptor::new(listener, "gRPC").into_stream()
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish;
 /// over TLS with the config `tls` holds when a connection arrives, if given.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
+    tls: Option<TlsListener>,
     services: Services,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -210,8 +212,13 @@ pub async fn serve(
         .add_service(exemplars)
         .add_service(status);
     match tls {
-        Some(configs) => {
-            let accepted = crate::listener::accept(incoming(listener), configs, "gRPC");
+        Some(tls) => {
+            let accepted = crate::listener::accept(
+                incoming(listener),
+                tls.configs,
+                tls.max_handshakes,
+                "gRPC",
+            );
             router
                 .serve_with_incoming_shutdown(accepted, shutdown)
                 .await
@@ -227,19 +234,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_do_not_wait_for_acks() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut accepted = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let conn = futures::StreamExt::next(&mut accepted)
-            .await
-            .expect("a connection")
-            .expect("accepted");
-        assert!(conn.nodelay().expect("read TCP_NODELAY"));
-    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::common::*;
 
 /// thanos-fanout's own certificate for `name`, from `ca`, written into `dir`.
-fn listener_cert(ca: &Authority, dir: &Path, name: &str) -> ListenerTls {
+pub(crate) fn listener_cert(ca: &Authority, dir: &Path, name: &str) -> ListenerTls {
     let (cert_file, key_file) = ca
         .server(&[name])
         .expect("cert")
@@ -29,6 +29,7 @@ fn listener_cert(ca: &Authority, dir: &Path, name: &str) -> ListenerTls {
         cert_file,
         key_file,
         client_ca_file: None,
+        max_handshakes: thanos_fanout::config::DEFAULT_MAX_HANDSHAKES,
     }
 }
 
@@ -56,7 +57,7 @@ async fn tls_client(
 }
 
 /// [`tls_client`] for a listener at `addr`.
-async fn tls_client_at(
+pub(crate) async fn tls_client_at(
     addr: std::net::SocketAddr,
     tls: &TlsConfig,
     server_name: &str,
@@ -83,7 +84,7 @@ async fn tls_client_at(
 }
 
 /// Whether a Series call through `client` answers with remote a's data.
-async fn answers(client: Result<StoreClient<Channel>, String>) -> Result<(), String> {
+pub(crate) async fn answers(client: Result<StoreClient<Channel>, String>) -> Result<(), String> {
     let mut client = client?;
     let answer = call_series(&mut client, request(vec![eq("__name__", "up")]))
         .await

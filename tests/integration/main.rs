@@ -6,6 +6,7 @@
 // like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accept;
 mod apis;
 mod bad_input;
 mod check;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use thanos_fanout::config::CircuitBreakerConfig;
+use thanos_fanout::demo::synthetic::Capabilities;
 use tonic::Code;
 
 use crate::common::*;
@@ -226,6 +227,70 @@ async fn an_answer_over_a_request_limit_fails_with_resource_exhausted() {
         .expect("within the limit");
         assert_eq!(answer.series.len(), 1);
     }
+}
+
+/// A remote that does not strip replica labels itself has its whole answer
+/// held to be sorted again after they are stripped here: past
+/// `limits.buffered_bytes_per_request` that call fails, and only that call.
+#[tokio::test]
+async fn an_answer_buffered_to_strip_replica_labels_is_bounded() {
+    let unable = Capabilities {
+        without_replica_labels: false,
+        ..Capabilities::default()
+    };
+    let mut remotes = Vec::new();
+    for (cluster, series, chunk_bytes) in [("big", 200, 16 << 10), ("small", 3, 1 << 10)] {
+        let r = start_remote(dataset(&[("cluster", cluster)], vec![]), unable, None).await;
+        r.script.set(SeriesScript::Large {
+            series,
+            chunk_bytes,
+        });
+        remotes.push(r);
+    }
+    let mut cfg = config(vec![
+        remote("big", remotes[0].addr, None),
+        remote("small", remotes[1].addr, None),
+    ]);
+    // The big answer is about 3 MiB; the small one a few KiB.
+    cfg.limits.buffered_bytes_per_request = 1 << 20;
+    let running = start_fanout(cfg).await;
+    let mut client = client(&running).await;
+    let from = |cluster: &str, strip: bool| {
+        let mut req = request(vec![eq("__name__", "big"), eq("cluster", cluster)]);
+        if strip {
+            req.without_replica_labels = vec!["replica".into()];
+        }
+        req
+    };
+
+    // The same answer streamed, while the buffered one fails beside it.
+    let (mut one, mut two) = (client.clone(), client.clone());
+    let (buffered, streamed) = tokio::join!(
+        call_series(&mut one, from("big", true)),
+        call_series(&mut two, from("big", false)),
+    );
+    let err = match buffered {
+        Ok(answer) => panic!(
+            "answered in full past the bound: {} series",
+            answer.series.len()
+        ),
+        Err(err) => err,
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("limits.buffered_bytes_per_request"),
+        "{err:?}"
+    );
+    let streamed = streamed.expect("the streamed call is not held to the bound");
+    assert_eq!(streamed.series.len(), 200);
+    assert!(streamed.warnings.is_empty(), "{:?}", streamed.warnings);
+
+    // Under the bound, buffering works.
+    let answer = call_series(&mut client, from("small", true))
+        .await
+        .expect("within the bound");
+    assert_eq!(answer.series.len(), 3);
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
 }
 
 #[tokio::test]

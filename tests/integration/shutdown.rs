@@ -12,14 +12,14 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_thanos-fanout");
 
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
 }
 
 /// The binary; killed if still running when dropped.
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {

@@ -88,6 +88,9 @@ the Secrets' mount directories.
 {{- with $tls.clientCASecret }}
 {{- $_ := set $files "client_ca_file" (printf "%s/%s/%s" $dir . ($tls.clientCAKey | default "ca.crt")) }}
 {{- end }}
+{{- with $tls.maxHandshakes }}
+{{- $_ := set $files "max_handshakes" . }}
+{{- end }}
 {{- $_ := set $section "tls" $files }}
 {{- $_ := set $config $port $section }}
 {{- end }}
