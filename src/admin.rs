@@ -15,12 +15,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::listener::{Acceptor, HttpsListener, TlsListener};
+use crate::readiness::Phase;
 use crate::status::StatusPage;
 
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<Registry>,
-    ready: watch::Receiver<bool>,
+    ready: watch::Receiver<Phase>,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves; over TLS with the
@@ -29,7 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsListener>,
     registry: Arc<Registry>,
-    ready: watch::Receiver<bool>,
+    ready: watch::Receiver<Phase>,
     status: StatusPage,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -75,12 +76,15 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn ready_probe(State(state): State<AdminState>) -> impl IntoResponse {
-    if *state.ready.borrow() {
-        (StatusCode::OK, "OK\n")
-    } else {
-        (
+    match *state.ready.borrow() {
+        Phase::Serving => (StatusCode::OK, "OK\n"),
+        Phase::Starting => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: first Info round to the remotes in progress\n",
-        )
+        ),
+        Phase::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down (still serving until grpc.shutdown_delay has passed)\n",
+        ),
     }
 }

@@ -16,45 +16,13 @@ use crate::discovery::DiscoveryMetrics;
 use crate::fanout::{Fanout, Prefetch};
 use crate::listener::{ListenerCerts, TlsListener};
 use crate::metrics::{RemoteFamilies, ServerMetrics};
+pub use crate::readiness::{Phase, Readiness};
 use crate::reload::{Hangups, ReloadMetrics, ReloadStatus, Reloader};
 use crate::remotes::{RemoteSet, RemotesError};
 use crate::server::{self, ApiService, InfoService, Services, StoreService};
 use crate::status::{Settings, StatusPage};
 use crate::tls;
 use crate::upstream::{self, Upstreams};
-
-/// Whether we are ready to answer queries: every remote endpoint has been
-/// asked for Info once. The app sets it; the HTTP probe and
-/// Info read it through [`Readiness::subscribe`].
-#[derive(Clone, Debug)]
-pub struct Readiness(Arc<watch::Sender<bool>>);
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(false)))
-    }
-}
-
-impl Readiness {
-    /// A receiver for a component that only reads readiness.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.0.subscribe()
-    }
-
-    pub fn is_ready(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    pub fn set_ready(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Resolves once ready.
-    pub async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|ready| *ready).await;
-    }
-}
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +55,18 @@ pub struct Running {
     stop: watch::Sender<bool>,
     servers: JoinSet<Result<(), AppError>>,
     background: JoinSet<()>,
+    health: tonic_health::server::HealthReporter,
     grace: Duration,
+    shutdown_delay: Duration,
 }
 
 impl Running {
-    /// Stops accepting calls, lets in-flight ones finish within the grace
-    /// period, then stops.
+    /// Stops accepting connections, tells connected clients to go (HTTP/2
+    /// GOAWAY), lets calls in flight finish within the grace period, then
+    /// stops. At once: [`Running::run_until`] waits `grpc.shutdown_delay`
+    /// first.
     pub async fn shutdown(mut self) -> Result<(), AppError> {
+        self.not_ready().await;
         let _ = self.stop.send(true);
         self.background.abort_all();
         let drain = async {
@@ -113,14 +86,40 @@ impl Running {
         }
     }
 
-    /// Waits until a server stops on its own (an error) or `signal` resolves.
-    pub async fn run_until(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> Result<(), AppError> {
+    /// Reports not ready on `/-/ready` and gRPC health; everything else
+    /// is still served.
+    async fn not_ready(&self) {
+        self.ready.set_draining();
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+
+    /// Waits until a server stops on its own (an error) or `signal` resolves,
+    /// then shuts down the way a rolling update needs: first not ready while
+    /// still serving, new connections included, for `grpc.shutdown_delay`
+    /// (the time load balancers such as Kubernetes endpoints and kube-proxy
+    /// take to stop sending new connections here; `signal` again cuts it
+    /// short), then [`Running::shutdown`].
+    pub async fn run_until<F>(mut self, mut signal: impl FnMut() -> F) -> Result<(), AppError>
+    where
+        F: std::future::Future<Output = ()>,
+    {
         tokio::select! {
-            _ = signal => {
-                tracing::info!("shutting down");
+            _ = signal() => {
+                self.not_ready().await;
+                if !self.shutdown_delay.is_zero() {
+                    tracing::info!(
+                        delay = ?self.shutdown_delay,
+                        grace = ?self.grace,
+                        "shutting down: not ready, serving on until load balancers stop sending new connections (signal again to skip)"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.shutdown_delay) => {}
+                        _ = signal() => tracing::info!("second signal: not waiting any longer"),
+                    }
+                }
+                tracing::info!(grace = ?self.grace, "shutting down: closing listeners, asking clients to go, finishing calls in flight");
                 self.shutdown().await
             }
             Some(joined) = self.servers.join_next() => {
@@ -223,9 +222,11 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
                 "first Info round done; ready"
             );
             ready.set_ready();
-            health_reporter
-                .set_service_status("", tonic_health::ServingStatus::Serving)
-                .await;
+            if ready.is_ready() {
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            }
             // Discovery, the remotes following it, Info polling and reloads
             // live as long as this task: shutdown aborts it, and them with it.
             let poll = upstream::poll_info(upstreams.clone(), remotes.info());
@@ -293,7 +294,9 @@ pub async fn start_with(config: ValidConfig, reload: ReloadFrom) -> Result<Runni
         stop,
         servers,
         background,
+        health: health_reporter,
         grace: config.grpc.grace_period,
+        shutdown_delay: config.grpc.shutdown_delay,
     })
 }
 

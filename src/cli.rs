@@ -136,7 +136,7 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(async move {
             match crate::app::start_with(config, reload).await {
                 Ok(running) => running
-                    .run_until(crate::app::shutdown_signal())
+                    .run_until(crate::app::shutdown_signal)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

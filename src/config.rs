@@ -112,6 +112,13 @@ pub struct GrpcConfig {
     /// How long in-flight calls may run after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// After SIGTERM, how long to go on serving, new connections included,
+    /// while `/-/ready` and gRPC health say not ready, before the listeners
+    /// close and clients are told to go (HTTP/2 GOAWAY): the time load
+    /// balancers (Kubernetes endpoints and kube-proxy) take to stop sending
+    /// new connections here.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
     /// TLS (and, with `client_ca_file`, mutual TLS) for the querier's
     /// connections; plaintext (h2c) when absent.
     pub tls: Option<ListenerTls>,
@@ -141,6 +148,7 @@ impl Default for GrpcConfig {
         Self {
             listen: "0.0.0.0:10901".into(),
             grace_period: Duration::from_secs(30),
+            shutdown_delay: Duration::from_secs(5),
             tls: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,

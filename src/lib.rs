@@ -14,6 +14,7 @@ pub mod labelset;
 pub mod listener;
 pub mod metrics;
 pub mod proto;
+pub mod readiness;
 pub mod reload;
 pub mod remotes;
 pub mod server;

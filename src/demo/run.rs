@@ -66,6 +66,8 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
+    // No load balancer sends connections to the demo: Ctrl-C stops it at once.
+    config.grpc.shutdown_delay = std::time::Duration::ZERO;
     config.remotes.clear();
     for cluster in CLUSTERS {
         let name = format!("{cluster}.remote.test");
@@ -140,7 +142,7 @@ pub async fn run(config: ValidConfig, once: bool) -> Result<(), DemoError> {
         running.shutdown().await?;
     } else {
         println!("press Ctrl-C to stop");
-        running.run_until(app::shutdown_signal()).await?;
+        running.run_until(app::shutdown_signal).await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

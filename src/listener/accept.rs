@@ -9,9 +9,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -78,6 +81,52 @@ impl Acceptor {
             let (conn, _) = acceptor.accept().await;
             Some((Ok(conn), acceptor))
         }))
+    }
+}
+
+type Connections = Pin<Box<dyn Stream<Item = io::Result<TcpStream>> + Send>>;
+
+/// A stream of connections whose listener [`Closer::close`] drops, so the
+/// port refuses new connections at once. A server draining its connections
+/// after shutdown began keeps its incoming stream until the last call ends;
+/// connections made meanwhile would wait in the kernel's backlog, unserved,
+/// instead of being refused and going to another replica.
+pub struct Closable(Arc<Mutex<Option<Connections>>>);
+
+/// Closes a [`Closable`]'s listener.
+pub struct Closer(Arc<Mutex<Option<Connections>>>);
+
+/// `connections`, and the handle that closes their listener.
+pub fn closable(
+    connections: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+) -> (Closable, Closer) {
+    let slot = Arc::new(Mutex::new(Some(Box::pin(connections) as Connections)));
+    (Closable(slot.clone()), Closer(slot))
+}
+
+impl Closer {
+    /// Drops the listener; the stream ends.
+    pub fn close(self) {
+        let listener = match self.0.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(listener);
+    }
+}
+
+impl Stream for Closable {
+    type Item = io::Result<TcpStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut slot = match self.0.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match slot.as_mut() {
+            Some(connections) => connections.poll_next_unpin(cx),
+            None => Poll::Ready(None),
+        }
     }
 }
 

@@ -14,16 +14,17 @@ use crate::proto::thanos::info::{
     ExemplarsInfo, InfoRequest, InfoResponse, MetricMetadataInfo, RulesInfo, StatusInfo, StoreInfo,
     TargetsInfo,
 };
+use crate::readiness::Phase;
 use crate::upstream::{Api, Upstreams};
 
 pub struct InfoService {
     upstreams: Arc<Upstreams>,
-    ready: watch::Receiver<bool>,
+    ready: watch::Receiver<Phase>,
 }
 
 impl InfoService {
     /// `ready` turns true once every endpoint has been asked for Info once.
-    pub fn new(upstreams: Arc<Upstreams>, ready: watch::Receiver<bool>) -> Self {
+    pub fn new(upstreams: Arc<Upstreams>, ready: watch::Receiver<Phase>) -> Self {
         Self { upstreams, ready }
     }
 }
@@ -101,7 +102,7 @@ impl Info for InfoService {
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let ctx = super::request_context(request.metadata());
         let _span = super::call_span(Method::Info, &ctx).entered();
-        if !*self.ready.borrow() {
+        if *self.ready.borrow() == Phase::Starting {
             return Err(Status::unavailable(
                 "not ready: the first Info round to the remotes is still running",
             ));

@@ -158,8 +158,10 @@ pub fn incoming(
     Acceptor::new(listener, "gRPC").into_stream()
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish;
-/// over TLS with the config `tls` holds when a connection arrives, if given.
+/// Serves until `shutdown` resolves, then closes the port (new connections
+/// are refused, so they go to another replica), tells connected clients to
+/// go (HTTP/2 GOAWAY) and lets in-flight calls finish; over TLS with the
+/// config `tls` holds when a connection arrives, if given.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsListener>,
@@ -211,21 +213,22 @@ pub async fn serve(
         .add_service(metadata)
         .add_service(exemplars)
         .add_service(status);
+    let (incoming, closer) = crate::listener::closable(incoming(listener));
+    let shutdown = async move {
+        shutdown.await;
+        closer.close();
+    };
     match tls {
         Some(tls) => {
-            let accepted = crate::listener::accept(
-                incoming(listener),
-                tls.configs,
-                tls.max_handshakes,
-                "gRPC",
-            );
+            let accepted =
+                crate::listener::accept(incoming, tls.configs, tls.max_handshakes, "gRPC");
             router
                 .serve_with_incoming_shutdown(accepted, shutdown)
                 .await
         }
         None => {
             router
-                .serve_with_incoming_shutdown(incoming(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
     }

@@ -131,6 +131,8 @@ fn header(out: &mut String, s: &Snapshot) {
         "<div class=\"meta\">{} &middot; up {} (since {}) &middot; {} of {} remotes healthy, {} of {} endpoints up</div>",
         if s.ready {
             "<span class=\"badge healthy\">ready</span>"
+        } else if s.shutting_down {
+            "<span class=\"badge pending\">not ready</span> shutting down"
         } else {
             "<span class=\"badge pending\">not ready</span> first Info round in progress"
         },

@@ -30,6 +30,7 @@ pub use model::{
     TlsStatus,
 };
 
+use crate::readiness::Phase;
 use crate::upstream::Upstreams;
 use model::{Baseline, Clock, Inputs};
 use recent::History;
@@ -42,7 +43,7 @@ pub struct StatusPage {
 
 struct Inner {
     upstreams: Arc<Upstreams>,
-    ready: watch::Receiver<bool>,
+    ready: watch::Receiver<Phase>,
     settings: Settings,
     started: SystemTime,
     started_instant: Instant,
@@ -52,7 +53,7 @@ struct Inner {
 impl StatusPage {
     pub fn new(
         upstreams: Arc<Upstreams>,
-        ready: watch::Receiver<bool>,
+        ready: watch::Receiver<Phase>,
         settings: Settings,
     ) -> Self {
         Self {
@@ -88,7 +89,8 @@ impl StatusPage {
         let inputs = Inputs {
             remotes: &remotes,
             settings: &inner.settings,
-            ready: *inner.ready.borrow(),
+            ready: *inner.ready.borrow() == Phase::Serving,
+            shutting_down: *inner.ready.borrow() == Phase::Draining,
             started: inner.started,
             started_instant: inner.started_instant,
             baseline: Baseline { window, calls },

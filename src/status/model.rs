@@ -65,8 +65,12 @@ pub struct Snapshot {
     pub generated_at_unix: i64,
     pub started_at: String,
     pub uptime_seconds: f64,
-    /// Whether the first Info round is done, so queries are answered.
+    /// Whether the first Info round is done, so queries are answered, and
+    /// shutdown has not begun.
     pub ready: bool,
+    /// Shutdown began: still serving until `grpc.shutdown_delay` has
+    /// passed, then finishing calls in flight.
+    pub shutting_down: bool,
     pub config: Settings,
     pub summary: Summary,
     /// Those that need attention first (down, degraded, pending, with
@@ -480,6 +484,7 @@ pub struct Inputs<'a> {
     pub remotes: &'a [Arc<Remote>],
     pub settings: &'a Settings,
     pub ready: bool,
+    pub shutting_down: bool,
     pub started: SystemTime,
     pub started_instant: Instant,
     pub baseline: Baseline<'a>,
@@ -519,6 +524,7 @@ impl Snapshot {
             started_at: clock.moment_of(inputs.started).at,
             uptime_seconds: uptime.as_secs_f64(),
             ready: inputs.ready,
+            shutting_down: inputs.shutting_down,
             config: inputs.settings.clone(),
             summary,
             remotes,

@@ -1,6 +1,8 @@
-//! Graceful shutdown of the real binary under load: SIGTERM stops new
-//! connections, lets in-flight Series streams finish within
-//! `grpc.grace_period`, and the process exits in time.
+//! Graceful shutdown of the real binary under load: on SIGTERM it reports
+//! not ready and serves on, new connections included, for
+//! `grpc.shutdown_delay`; then it stops accepting, tells clients to go
+//! (HTTP/2 GOAWAY), lets in-flight Series streams finish within
+//! `grpc.grace_period`, and exits in time.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -50,16 +52,28 @@ impl Process {
     }
 }
 
-/// Starts the binary in front of `remotes` with `grace`; returns it and its
-/// gRPC address once ready.
+/// Starts the binary in front of `remotes` with `grace` and no shutdown
+/// delay; returns it and its gRPC address once ready.
 async fn start(
     remotes: &[(&str, SocketAddr)],
     grace: &str,
     dir: &std::path::Path,
 ) -> (Process, SocketAddr) {
+    let (process, grpc, _) = start_with(remotes, grace, "0s", dir).await;
+    (process, grpc)
+}
+
+/// Starts the binary with `grace` and `delay` (`grpc.shutdown_delay`);
+/// returns it and its gRPC and HTTP addresses once ready.
+async fn start_with(
+    remotes: &[(&str, SocketAddr)],
+    grace: &str,
+    delay: &str,
+    dir: &std::path::Path,
+) -> (Process, SocketAddr, SocketAddr) {
     let (grpc, http) = (free_port(), free_port());
     let mut yaml = format!(
-        "grpc: {{listen: \"{grpc}\", grace_period: {grace}}}\nhttp: {{listen: \"{http}\"}}\nremotes:\n"
+        "grpc: {{listen: \"{grpc}\", grace_period: {grace}, shutdown_delay: {delay}}}\nhttp: {{listen: \"{http}\"}}\nremotes:\n"
     );
     for (name, addr) in remotes {
         yaml.push_str(&format!(
@@ -84,7 +98,7 @@ async fn start(
         assert!(Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (process, grpc)
+    (process, grpc, http)
 }
 
 async fn connect(
@@ -195,5 +209,174 @@ async fn a_stream_outlasting_the_grace_period_is_cut_and_the_process_exits_in_ti
     assert!(
         result.is_err(),
         "a cut stream is an error, not a complete answer: {result:?}"
+    );
+}
+
+/// A bare HTTP/2 connection to `grpc`, driven in the background.
+async fn h2_connection(grpc: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(grpc).await.expect("connect");
+    let (send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    send
+}
+
+/// Whether the server takes a new stream on `connection`: false once it
+/// said GOAWAY (or closed the connection).
+async fn takes_new_streams(connection: &h2::client::SendRequest<bytes::Bytes>) -> bool {
+    let Ok(mut send) = connection.clone().ready().await else {
+        return false;
+    };
+    let request = http::Request::post("/thanos.info.Info/Info")
+        .header("content-type", "application/grpc")
+        .body(())
+        .expect("request");
+    let Ok((response, mut body)) = send.send_request(request, false) else {
+        return false;
+    };
+    // An empty InfoRequest: no compression, length 0.
+    if body
+        .send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .is_err()
+    {
+        return false;
+    }
+    matches!(response.await, Ok(response) if response.status() == 200)
+}
+
+/// What a rolling update needs: after SIGTERM the replica is not ready at
+/// once, yet for `grpc.shutdown_delay` serves on, new connections and Info
+/// included, and keeps its connections open; then it closes them with a
+/// GOAWAY, lets every stream in flight finish and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reports_not_ready_serves_on_for_the_delay_then_drains() {
+    let slow = slow_remote().await;
+    let fast = up_remote("fast", None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The streams in flight (5 s) outlast the delay.
+    slow.script
+        .set(SeriesScript::Drip(Duration::from_millis(250)));
+    let delay = Duration::from_secs(2);
+    let (mut process, grpc, http) = start_with(
+        &[("slow", slow.addr), ("fast", fast.addr)],
+        "10s",
+        "2s",
+        dir.path(),
+    )
+    .await;
+    let idle = h2_connection(grpc).await;
+    assert!(
+        takes_new_streams(&idle).await,
+        "a new connection takes calls"
+    );
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut client = connect(grpc).await.expect("connect");
+        calls.push(tokio::spawn(async move {
+            call_series(&mut client, request(vec![eq("__name__", "up")])).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    process.sigterm();
+
+    // Not ready at once; alive.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (code, body) = crate::info::http_get(http, "/-/ready").await;
+        if code == 503 {
+            assert!(body.contains("shutting down"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready after SIGTERM: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(crate::info::http_get(http, "/-/healthy").await.0, 200);
+
+    // A connection made during the delay is served whole, Info included.
+    let mut late = connect(grpc).await.expect("a connection during the delay");
+    let answer = call_series(
+        &mut late,
+        request(vec![eq("__name__", "up"), eq("cluster", "fast")]),
+    )
+    .await
+    .expect("a call during the delay");
+    assert_eq!(
+        answer.label_values("cluster"),
+        ["fast"],
+        "{:?}",
+        answer.warnings
+    );
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    let mut info = thanos_fanout::proto::thanos::info::info_client::InfoClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let answered = info
+        .info(thanos_fanout::proto::thanos::info::InfoRequest {})
+        .await
+        .expect("Info during the delay")
+        .into_inner();
+    assert_eq!(answered.label_sets.len(), 2, "{answered:?}");
+    assert!(
+        signalled.elapsed() < delay,
+        "the checks above took past the delay ({:?}): they prove nothing",
+        signalled.elapsed()
+    );
+    assert!(
+        takes_new_streams(&idle).await,
+        "a connection made before SIGTERM was told to go before the delay ended"
+    );
+
+    // After the delay: connections are told to go (GOAWAY), new ones are
+    // not served, streams in flight finish whole.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while {
+        let t = takes_new_streams(&idle).await;
+        eprintln!("{:?} {t}", signalled.elapsed());
+        t
+    } {
+        assert!(
+            Instant::now() < deadline,
+            "a connection still takes new calls {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        signalled.elapsed() >= delay - Duration::from_millis(100),
+        "told to go after {:?}, before the delay",
+        signalled.elapsed()
+    );
+    // The port is closed: a new connection is refused at once (and goes to
+    // another replica), not left waiting in the backlog until the process
+    // exits.
+    let refused = tokio::net::TcpStream::connect(grpc).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a connection after the delay: {refused:?}"
+    );
+    assert!(
+        calls.iter().all(|call| !call.is_finished()),
+        "the streams in flight should outlast the delay"
+    );
+    for call in calls {
+        let answer = call
+            .await
+            .expect("task")
+            .expect("an in-flight stream finishes");
+        assert_eq!(answer.series.len(), 21, "every series of both remotes");
+        assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    }
+    assert!(
+        process.exited_within(Duration::from_secs(10)).await,
+        "still running 10 s after its streams finished"
     );
 }

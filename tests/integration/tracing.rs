@@ -115,7 +115,7 @@ async fn calls_are_traced_under_the_queriers_trace_and_passed_on() {
     std::fs::write(
         &config,
         format!(
-            r#"grpc: {{listen: "{grpc}"}}
+            r#"grpc: {{listen: "{grpc}", shutdown_delay: 0s}}
 http: {{listen: "{http}"}}
 info: {{interval: 200ms}}
 tracing:

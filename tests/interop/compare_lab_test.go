@@ -542,7 +542,7 @@ backend %[1]s
 func (l *compareLab) fanoutConfig(grpcAddr, httpAddr string, remotes []*benchRemote) string {
 	q := strconv.Quote
 	var b strings.Builder
-	fmt.Fprintf(&b, "grpc:\n  listen: %s\nhttp:\n  listen: %s\nlog:\n  level: warn\nremotes:\n", q(grpcAddr), q(httpAddr))
+	fmt.Fprintf(&b, "grpc:\n  listen: %s\n  shutdown_delay: 0s\nhttp:\n  listen: %s\nlog:\n  level: warn\nremotes:\n", q(grpcAddr), q(httpAddr))
 	for _, r := range remotes {
 		fmt.Fprintf(&b, `  - name: %s
     targets: [%s]

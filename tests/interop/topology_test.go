@@ -674,6 +674,8 @@ func fanoutConfig(grpcAddr, httpAddr, dnsAddr, a0, a1, nginxB string, c CertPath
 	q := strconv.Quote
 	return fmt.Sprintf(`grpc:
   listen: %s
+  # Nothing balances load here: stop at once.
+  shutdown_delay: 0s
 http:
   listen: %s
 info:
