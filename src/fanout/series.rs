@@ -238,9 +238,9 @@ impl Pump {
 
     /// Opens the stream and waits for its first frame (None: it ended at
     /// once). A stream the remote turned away unread is sent again on the
-    /// same endpoint, up to [`RESENDS`] times: a graceful GOAWAY races the
-    /// streams opened meanwhile, and HTTP/2 leaves their retry to the
-    /// client. For a remote in `mode: any`, another failure before the first
+    /// same endpoint, on a new connection, up to [`RESENDS`] times: a
+    /// graceful GOAWAY races the streams opened meanwhile, and HTTP/2 leaves
+    /// their retry to the client. For a remote in `mode: any`, another failure before the first
     /// frame moves on to its next endpoint; the failed attempt is counted
     /// and logged, and only the last failure is the remote's.
     async fn open(
@@ -268,7 +268,8 @@ impl Pump {
             };
             if error.kind.unprocessed() && resends < RESENDS {
                 resends += 1;
-                tracing::debug!(%error, "sending the call again");
+                tracing::debug!(%error, "sending the call again on a new connection");
+                lease.retire();
                 continue;
             }
             let Some(next) = self.call.selected.next() else {

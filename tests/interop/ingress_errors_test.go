@@ -201,7 +201,7 @@ remotes:
 	defer stop()
 
 	conn := dial(t, grpcAddr)
-	const clients, rounds = 8, 25
+	const clients, rounds = 8, 50
 	var (
 		mu       sync.Mutex
 		problems []string
