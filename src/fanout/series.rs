@@ -237,12 +237,16 @@ impl Pump {
     }
 
     /// Opens the stream and waits for its first frame (None: it ended at
-    /// once). For a remote in `mode: any`, a failure before that frame
-    /// moves on to its next endpoint; the failed attempt is counted and
-    /// logged, and only the last failure is the remote's.
+    /// once). A stream the remote turned away unread is sent again on the
+    /// same endpoint, on a new connection, up to [`RESENDS`] times: a
+    /// graceful GOAWAY races the streams opened meanwhile, and HTTP/2 leaves
+    /// their retry to the client. For a remote in `mode: any`, another failure before the first
+    /// frame moves on to its next endpoint; the failed attempt is counted
+    /// and logged, and only the last failure is the remote's.
     async fn open(
         &mut self,
     ) -> Result<(Streaming<SeriesFrame>, Option<SeriesFrame>, StreamLease), Stop> {
+        let mut resends = 0;
         loop {
             let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
             // Held until the stream ends: it keeps the connection's windows
@@ -262,6 +266,12 @@ impl Pump {
                 Err(Stop::Failed(error)) => error,
                 Err(stop) => return Err(stop),
             };
+            if error.kind.unprocessed() && resends < RESENDS {
+                resends += 1;
+                tracing::debug!(%error, "sending the call again on a new connection");
+                lease.retire();
+                continue;
+            }
             let Some(next) = self.call.selected.next() else {
                 return Err(Stop::Failed(error));
             };
@@ -392,6 +402,10 @@ impl Pump {
             .map_err(|_| Stop::Cancelled)
     }
 }
+
+/// How many times a Series call the remote turned away unread (GOAWAY,
+/// REFUSED_STREAM) is sent again before it counts as failed.
+const RESENDS: usize = 2;
 
 /// Series buffered to strip labels go to the merge this many at a time.
 const BUFFERED_BATCH: usize = 64;

@@ -63,6 +63,18 @@ pub enum RemoteErrorKind {
     /// load balancer in front of it, closed or reset it.
     #[error("the remote closed the connection: {0}")]
     Closed(String),
+    /// The remote turned the call's stream away unread: it was opened after
+    /// the remote's GOAWAY (a graceful close: nginx sends one after
+    /// `keepalive_requests` calls on a connection, a server as it shuts
+    /// down) or reset with REFUSED_STREAM. HTTP/2 promises such a stream was
+    /// not processed, so the call may be sent again.
+    #[error("the remote turned the call away unread: {0}")]
+    Refused(String),
+    /// The connection closed before the call's request was sent (as a
+    /// graceful close races a call being dispatched): like [`Self::Closed`]
+    /// for the endpoint's health, but the call may be sent again.
+    #[error("the remote closed the connection before the call was sent: {0}")]
+    Unsent(String),
     /// The remote (or something in front of it) answered with an error.
     #[error("{0}")]
     Status(String),
@@ -102,6 +114,12 @@ pub enum RemoteErrorKind {
 }
 
 impl RemoteErrorKind {
+    /// Whether the call never reached the remote and may be sent again as
+    /// it is, on a new stream.
+    pub fn unprocessed(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::Unsent(_))
+    }
+
     /// How a call that ended with this counts in `thanos_fanout_remote_calls_total`.
     /// Whether the failure says the endpoint itself is unhealthy (rather
     /// than the request, the caller or the data), so that it counts
@@ -111,6 +129,7 @@ impl RemoteErrorKind {
             Self::Connect(_)
             | Self::Tls(_)
             | Self::Closed(_)
+            | Self::Unsent(_)
             | Self::NoProgress { .. }
             | Self::NoAnswer(_) => true,
             Self::Status(text) => ["Unavailable", "Internal", "Unknown", "DeadlineExceeded"]

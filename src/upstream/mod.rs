@@ -314,6 +314,8 @@ impl Endpoint {
             Some(ConnectError::Handshake { .. }) => RemoteErrorKind::Tls(text),
             _ if text.contains("received fatal alert") => RemoteErrorKind::Tls(text),
             Some(_) => RemoteErrorKind::Connect(text),
+            None if refused_unread(status) => RemoteErrorKind::Refused(text),
+            None if unsent(status) => RemoteErrorKind::Unsent(text),
             None if closed_by_remote(status) => RemoteErrorKind::Closed(text),
             None => RemoteErrorKind::Status(text),
         };
@@ -878,6 +880,38 @@ fn closed_by_remote(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether the remote turned the call's stream away before reading it: the
+/// stream was opened after the remote's GOAWAY (h2 fails exactly the streams
+/// above the GOAWAY's last stream id with the GOAWAY's error), or the remote
+/// reset it with REFUSED_STREAM.
+fn refused_unread(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<h2::Error>() {
+            return (error.is_go_away() && error.is_remote())
+                || error.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// Whether the call's connection closed before its request was sent
+/// (hyper's "canceled").
+fn unsent(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     // An ingress or proxy error page instead of a gRPC answer: the first
@@ -917,5 +951,14 @@ mod tests {
             "{text}"
         );
         assert!(!describe_status(&tonic::Status::unavailable("down")).contains("HTML"));
+    }
+
+    #[test]
+    fn streams_refused_unread_are_told_apart() {
+        let h2_status = |reason| tonic::Status::from_error(Box::new(h2::Error::from(reason)));
+        assert!(refused_unread(&h2_status(h2::Reason::REFUSED_STREAM)));
+        assert!(!refused_unread(&h2_status(h2::Reason::CANCEL)));
+        assert!(!refused_unread(&h2_status(h2::Reason::INTERNAL_ERROR)));
+        assert!(!refused_unread(&tonic::Status::unavailable("down")));
     }
 }

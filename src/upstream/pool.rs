@@ -74,7 +74,8 @@ struct Connection {
 
 struct Connections {
     next_id: u64,
-    /// The first is the primary: never closed, it carries the unary calls.
+    /// The first is the primary: never closed (only replaced when retired),
+    /// it carries the unary calls.
     list: Vec<Connection>,
 }
 
@@ -128,7 +129,6 @@ impl Shared {
 #[derive(Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
-    primary: Channel,
 }
 
 impl std::fmt::Debug for Pool {
@@ -176,17 +176,17 @@ impl Pool {
             }),
             gauge,
         });
-        let primary = {
-            let mut connections = shared.lock();
-            let index = shared.open(&mut connections);
-            connections.list[index].channel.clone()
-        };
-        Self { shared, primary }
+        shared.open(&mut shared.lock());
+        Self { shared }
     }
 
     /// The connection for unary calls.
     pub fn primary(&self) -> Channel {
-        self.primary.clone()
+        let mut connections = self.shared.lock();
+        if connections.list.is_empty() {
+            self.shared.open(&mut connections);
+        }
+        connections.list[0].channel.clone()
     }
 
     /// A place for one Series stream, held until the lease is dropped.
@@ -228,6 +228,28 @@ pub struct StreamLease {
 impl StreamLease {
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Replaces this lease's connection in the pool with a new one: the
+    /// remote is closing it (GOAWAY) or it closed under a request not sent
+    /// yet, and until its last stream ends it would take new requests only
+    /// to turn them away. Calls already on it go on there.
+    pub fn retire(&self) {
+        let shared = &self.shared;
+        let mut connections = shared.lock();
+        let next_id = connections.next_id;
+        if let Some(connection) = connections.list.iter_mut().find(|c| c.id == self.id) {
+            *connection = Connection {
+                id: next_id,
+                channel: shared
+                    .endpoint
+                    .clone()
+                    .connect_with_connector_lazy(shared.connector.clone()),
+                streams: 0,
+                idle_since: Instant::now(),
+            };
+            connections.next_id += 1;
+        }
     }
 }
 

@@ -41,7 +41,6 @@ type DNSServer struct {
 }
 
 func startDNSServer() (*DNSServer, error) {
-	s := &DNSServer{srv: map[string][]SRVTarget{}, a: map[string][]net.IP{}}
 	var lastErr error
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -55,14 +54,19 @@ func startDNSServer() (*DNSServer, error) {
 			lastErr = err
 			continue
 		}
-		s.Addr = addr
-		s.tcp = &dns.Server{Listener: l, Net: "tcp", Handler: s}
-		s.udp = &dns.Server{PacketConn: pc, Net: "udp", Handler: s}
-		go s.tcp.ActivateAndServe() //nolint:errcheck // ends with Close
-		go s.udp.ActivateAndServe() //nolint:errcheck // ends with Close
-		return s, nil
+		return newDNSServerOn(l, pc), nil
 	}
 	return nil, fmt.Errorf("dns: no port free for both UDP and TCP: %w", lastErr)
+}
+
+// newDNSServerOn serves on l (TCP) and pc (UDP), the same address.
+func newDNSServerOn(l net.Listener, pc net.PacketConn) *DNSServer {
+	s := &DNSServer{Addr: l.Addr().String(), srv: map[string][]SRVTarget{}, a: map[string][]net.IP{}}
+	s.tcp = &dns.Server{Listener: l, Net: "tcp", Handler: s}
+	s.udp = &dns.Server{PacketConn: pc, Net: "udp", Handler: s}
+	go s.tcp.ActivateAndServe() //nolint:errcheck // ends with Close
+	go s.udp.ActivateAndServe() //nolint:errcheck // ends with Close
+	return s
 }
 
 // Close stops both listeners.
