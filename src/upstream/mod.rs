@@ -844,7 +844,6 @@ pub enum InfoCallError {
     TimedOut(Duration),
 }
 
-/// A gRPC status with everything known about its cause, for warnings and logs.
 /// Whether a call failed because its connection ended under it: the remote
 /// (or an ingress or load balancer in front of it) closed or reset the
 /// connection before or during the call. Such a status comes from our own
@@ -912,6 +911,7 @@ fn unsent(status: &tonic::Status) -> bool {
     false
 }
 
+/// A gRPC status with everything known about its cause, for warnings and logs.
 fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     // An ingress or proxy error page instead of a gRPC answer: the first
