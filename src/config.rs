@@ -960,6 +960,21 @@ mod tests {
         assert!(!config.remotes.is_empty());
     }
 
+    /// The README's minimal config is config/minimal.yaml, and it loads.
+    #[test]
+    fn minimal_config_loads_and_is_the_readmes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join("config/minimal.yaml");
+        let config = load(Some(&path), &Overrides::default()).expect("minimal loads");
+        assert_eq!(config.remotes.len(), 1);
+        let minimal = std::fs::read_to_string(&path).expect("minimal.yaml");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("readme");
+        assert!(
+            readme.contains(&format!("```yaml\n{minimal}```")),
+            "README.md shows config/minimal.yaml verbatim"
+        );
+    }
+
     /// The configs shipped in deploy/ and shown in the README follow the schema.
     #[test]
     fn shipped_configs_load() {
