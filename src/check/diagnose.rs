@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
 
-use super::certificate::{Certificate, relative, rfc3339, unix_now};
+use super::certificate::{Certificate, unix_now};
 use super::sniff::{Peer, sniff};
 use super::{EndpointReport, Stage};
 use crate::config::RemoteConfig;
 use crate::target::{Dial, EndpointSpec, Target};
+use crate::timefmt::{in_words, rfc3339};
 use crate::tls::{self, HandshakeError};
 use crate::upstream::{ConnectError, DialFacts, UpstreamError};
 
@@ -339,7 +340,7 @@ fn certificate(evidence: &Evidence<'_>, error: &CertificateError) -> Diagnosis {
                 format!(
                     "{whose} expired on {} ({})",
                     rfc3339(not_after),
-                    relative(not_after, now)
+                    in_words(not_after, now)
                 ),
                 "renew the server's certificate on the remote (if that date looks wrong, check this machine's clock)",
             )
@@ -733,7 +734,7 @@ pub fn notes(config: &RemoteConfig, report: &EndpointReport) -> Vec<String> {
         if left < EXPIRY_WARNING_DAYS * 86_400 {
             notes.push(format!(
                 "the server's certificate expires {} ({})",
-                relative(cert.not_after_unix, now),
+                in_words(cert.not_after_unix, now),
                 cert.not_after
             ));
         }

@@ -11,6 +11,7 @@ use super::model::{
 };
 use super::text::{self, Escaped};
 use super::{CertificateStatus, Validity};
+use crate::timefmt;
 
 /// `write!` to a `String`, which cannot fail.
 macro_rules! w {
@@ -109,7 +110,7 @@ pub fn render(snapshot: &Snapshot, refresh: Option<u32>) -> String {
         out,
         "<footer>Generated {} &middot; the same data for scripts: <a href=\"status.json\">status.json</a> &middot; \
          <a href=\"metrics\">metrics</a> &middot; ",
-        Escaped(&text::human_date(snapshot.generated_at_unix))
+        Escaped(&timefmt::human_date(snapshot.generated_at_unix))
     );
     match refresh {
         Some(seconds) => w!(out, "reloading every {seconds}s (<a href=\"./\">stop</a>)"),
@@ -136,8 +137,8 @@ fn header(out: &mut String, s: &Snapshot) {
         } else {
             "<span class=\"badge pending\">not ready</span> first Info round in progress"
         },
-        Escaped(&text::span(s.uptime_seconds)),
-        Escaped(&text::human_date(
+        Escaped(&timefmt::span(s.uptime_seconds)),
+        Escaped(&timefmt::human_date(
             s.generated_at_unix - s.uptime_seconds as i64
         )),
         s.summary.remotes_healthy,
@@ -156,9 +157,9 @@ fn header(out: &mut String, s: &Snapshot) {
          DNS refresh {} via {} &middot; prefetch {} per call, {} in all &middot; {} streams per connection &middot; log level {}</div></header>\n",
         Escaped(&c.grpc_listen),
         Escaped(&c.http_listen),
-        Escaped(&text::span(c.info_interval_seconds)),
-        Escaped(&text::span(c.info_timeout_seconds)),
-        Escaped(&text::span(c.discovery_refresh_interval_seconds)),
+        Escaped(&timefmt::span(c.info_interval_seconds)),
+        Escaped(&timefmt::span(c.info_timeout_seconds)),
+        Escaped(&timefmt::span(c.discovery_refresh_interval_seconds)),
         Escaped(&nameservers),
         Escaped(&text::bytes(c.prefetch_bytes)),
         Escaped(&text::bytes(c.prefetch_bytes_total)),
@@ -257,7 +258,7 @@ fn overview(out: &mut String, s: &Snapshot) {
             out,
             "</td><td class=\"num\">{}<div class=\"muted small\">last {}</div></td><td class=\"num\">{}</td><td class=\"nowrap\">",
             recent.finished(),
-            Escaped(&text::span(r.calls.recent_window_seconds)),
+            Escaped(&timefmt::span(r.calls.recent_window_seconds)),
             failed_cell(recent)
         );
         match r.tls.as_ref().and_then(|t| t.client_certificate.as_ref()) {
@@ -332,7 +333,7 @@ fn problem_summary(out: &mut String, r: &RemoteStatus) {
                 Escaped(
                     &e.at
                         .as_ref()
-                        .map(|m| text::relative(m.age_seconds))
+                        .map(|m| timefmt::relative(m.age_seconds))
                         .unwrap_or_default()
                 ),
                 Escaped(&e.message)
@@ -366,7 +367,7 @@ fn last_info(out: &mut String, endpoints: &[EndpointStatus]) {
         .filter_map(|e| e.last_info_success.as_ref())
         .min_by(|a, b| a.age_seconds.total_cmp(&b.age_seconds));
     match newest {
-        Some(m) => w!(out, "{}", Escaped(&text::relative(m.age_seconds))),
+        Some(m) => w!(out, "{}", Escaped(&timefmt::relative(m.age_seconds))),
         None => out.push_str("<span class=\"err\">never</span>"),
     }
 }
@@ -396,8 +397,8 @@ fn time_range(out: &mut String, range: &TimeRange, now: i64) {
             let secs = ms.div_euclid(1000);
             format!(
                 "<span class=\"nowrap\">{}</span> <span class=\"muted nowrap\">({})</span>",
-                Escaped(&text::human_date(secs)),
-                Escaped(&text::relative((now - secs) as f64))
+                Escaped(&timefmt::human_date(secs)),
+                Escaped(&timefmt::relative((now - secs) as f64))
             )
         }
         None => format!("<span class=\"muted\">{open}</span>"),
@@ -416,7 +417,7 @@ fn cert_expiry(out: &mut String, c: &CertificateStatus) {
         Validity::Expiring => "warn-text",
         Validity::Expired | Validity::NotYetValid => "err",
     };
-    let when = text::relative(-(c.expires_in_seconds as f64));
+    let when = timefmt::relative(-(c.expires_in_seconds as f64));
     let when = if c.validity == Validity::Expired {
         format!("expired {when}")
     } else {
@@ -426,7 +427,7 @@ fn cert_expiry(out: &mut String, c: &CertificateStatus) {
         out,
         "<span class=\"{class}\">{}</span><div class=\"muted small\">{}</div>",
         Escaped(&when),
-        Escaped(&text::human_date(c.not_after))
+        Escaped(&timefmt::human_date(c.not_after))
     );
 }
 
@@ -498,8 +499,8 @@ fn remote_section(out: &mut String, s: &Snapshot, i: usize, r: &RemoteStatus) {
             "mode <code>{}</code>, compression <code>{}</code>, timeout {} (no progress), connect timeout {}",
             Escaped(&format!("{:?}", r.mode).to_lowercase()),
             Escaped(&format!("{:?}", r.compression).to_lowercase()),
-            Escaped(&text::span(r.timeout_seconds)),
-            Escaped(&text::span(r.connect_timeout_seconds))
+            Escaped(&timefmt::span(r.timeout_seconds)),
+            Escaped(&timefmt::span(r.connect_timeout_seconds))
         ),
     );
     match &r.tls {
@@ -526,7 +527,7 @@ fn remote_section(out: &mut String, s: &Snapshot, i: usize, r: &RemoteStatus) {
                         Escaped(file),
                         Escaped(&c.subject),
                         Escaped(&c.issuer),
-                        Escaped(&text::human_date(c.not_before))
+                        Escaped(&timefmt::human_date(c.not_before))
                     );
                     cert_expiry_inline(&mut cell, c);
                     cell
@@ -598,8 +599,8 @@ fn cert_expiry_inline(out: &mut String, c: &CertificateStatus) {
     w!(
         out,
         "<span class=\"{class}\">{} ({})</span>",
-        Escaped(&text::human_date(c.not_after)),
-        Escaped(&text::relative(-(c.expires_in_seconds as f64)))
+        Escaped(&timefmt::human_date(c.not_after)),
+        Escaped(&timefmt::relative(-(c.expires_in_seconds as f64)))
     );
 }
 
@@ -638,21 +639,21 @@ fn endpoints_table(out: &mut String, s: &Snapshot, endpoints: &[EndpointStatus])
             Some(m) => w!(
                 out,
                 "{}<div class=\"muted small\">{}</div>",
-                Escaped(&text::relative(m.age_seconds)),
+                Escaped(&timefmt::relative(m.age_seconds)),
                 Escaped(&m.at)
             ),
             None => out.push_str("<span class=\"err\">never</span>"),
         }
         out.push_str("</td><td class=\"nowrap\">");
         match &e.last_check {
-            Some(m) => w!(out, "{}", Escaped(&text::relative(m.age_seconds))),
+            Some(m) => w!(out, "{}", Escaped(&timefmt::relative(m.age_seconds))),
             None => out.push_str("<span class=\"muted\">not yet</span>"),
         }
         w!(
             out,
             "</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
             e.info_latency_seconds
-                .map(|s| text::latency(Duration::from_secs_f64(s)))
+                .map(|s| timefmt::latency(Duration::from_secs_f64(s)))
                 .map(|t| Escaped(&t).to_string())
                 .unwrap_or_default(),
             e.connections
@@ -700,7 +701,7 @@ fn endpoints_table(out: &mut String, s: &Snapshot, endpoints: &[EndpointStatus])
                 out,
                 "<div class=\"small\">last failed call, {} {}:</div><pre class=\"err\">{}</pre>",
                 Escaped(&call.method),
-                Escaped(&text::relative(call.at.age_seconds)),
+                Escaped(&timefmt::relative(call.at.age_seconds)),
                 Escaped(&call.error)
             );
         }
@@ -710,7 +711,7 @@ fn endpoints_table(out: &mut String, s: &Snapshot, endpoints: &[EndpointStatus])
 }
 
 fn calls_table(out: &mut String, r: &RemoteStatus) {
-    let window = text::span(r.calls.recent_window_seconds);
+    let window = timefmt::span(r.calls.recent_window_seconds);
     w!(
         out,
         "<h3>Calls from queries <span class=\"muted small\">(last {} and since start; failed = error + timeout, cancelled = stopped before the remote finished: by the caller, an abort or a limit)</span></h3>",
@@ -736,7 +737,7 @@ fn calls_table(out: &mut String, r: &RemoteStatus) {
         window = Escaped(&window)
     );
     let mean = |m: Option<f64>| {
-        m.map(|s| text::latency(Duration::from_secs_f64(s.max(0.0))))
+        m.map(|s| timefmt::latency(Duration::from_secs_f64(s.max(0.0))))
             .unwrap_or_else(|| "&ndash;".to_owned())
     };
     for m in used {
