@@ -2,29 +2,6 @@
 //! which StoreAPI timestamps are real instants. Dates and lengths of time
 //! are [`crate::timefmt`]'s.
 
-use std::fmt;
-
-/// Text escaped for HTML element content and quoted attribute values.
-pub struct Escaped<'a>(pub &'a str);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..at])?;
-            f.write_str(match rest.as_bytes()[at] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[at + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
 /// Milliseconds since the Unix epoch that stand for "no bound": Thanos
 /// advertises `math.MinInt64`/`MaxInt64`, or Prometheus' MinTime/MaxTime,
 /// all far outside years 0 to 9999.
@@ -67,16 +44,6 @@ pub fn bytes(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            Escaped(r#"<script>alert("x" & 'y')</script>"#).to_string(),
-            "&lt;script&gt;alert(&quot;x&quot; &amp; &#39;y&#39;)&lt;/script&gt;"
-        );
-        assert_eq!(Escaped("plain").to_string(), "plain");
-        assert_eq!(Escaped("ünï&").to_string(), "ünï&amp;");
-    }
 
     #[test]
     fn sentinels_are_unbounded() {
