@@ -99,6 +99,11 @@ pub fn in_words(then: i64, now: i64) -> String {
     }
 }
 
+/// A timeout or a wait in messages, to a tenth of a second: `30.0s`.
+pub fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
 /// A call time: microseconds or milliseconds below a second, else seconds.
 pub fn latency(d: Duration) -> String {
     let secs = d.as_secs_f64();
@@ -161,6 +166,8 @@ mod tests {
 
     #[test]
     fn call_times() {
+        assert_eq!(seconds(Duration::from_secs(30)), "30.0s");
+        assert_eq!(seconds(Duration::from_millis(2540)), "2.5s");
         assert_eq!(latency(Duration::from_micros(500)), "500µs");
         assert_eq!(latency(Duration::from_micros(1500)), "2ms");
         assert_eq!(latency(Duration::from_millis(2500)), "2.50s");
