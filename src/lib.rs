@@ -22,6 +22,8 @@ pub mod snappy;
 pub mod status;
 pub mod target;
 pub mod telemetry;
+pub(crate) mod timefmt;
 pub mod tls;
 pub mod upstream;
 pub mod wire;
+pub(crate) mod x509;

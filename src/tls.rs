@@ -461,8 +461,9 @@ pub fn rustls_reason(err: &rustls::Error) -> &'static str {
 
 /// When a DER certificate stops being valid (Unix seconds), if it parses.
 pub fn not_after(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    crate::x509::CertificateFacts::parse(der)
+        .ok()
+        .map(|cert| cert.not_after)
 }
 
 /// Adds the likely cause to rustls errors that operators meet in the field.

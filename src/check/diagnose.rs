@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
 
-use super::certificate::{Certificate, relative, rfc3339, unix_now};
+use super::certificate::{Certificate, unix_now};
 use super::sniff::{Peer, sniff};
 use super::{EndpointReport, Stage};
 use crate::config::RemoteConfig;
 use crate::target::{Dial, EndpointSpec, Target};
+use crate::timefmt::{in_words, rfc3339, seconds};
 use crate::tls::{self, HandshakeError};
 use crate::upstream::{ConnectError, DialFacts, UpstreamError};
 
@@ -219,7 +220,7 @@ async fn connect(evidence: &Evidence<'_>, error: &ConnectError) -> Diagnosis {
                 Stage::Tls,
                 format!(
                     "the TLS handshake did not finish within connect_timeout ({}): the server accepted the connection but did not answer our TLS hello{}",
-                    secs(*timeout),
+                    seconds(*timeout),
                     peer.map(|p| format!("; on a second look it {}", p.describe()))
                         .unwrap_or_default()
                 ),
@@ -230,7 +231,7 @@ async fn connect(evidence: &Evidence<'_>, error: &ConnectError) -> Diagnosis {
             Stage::Connect,
             format!(
                 "no TCP connection to {address} within connect_timeout ({}): packets are dropped on the way (a firewall?) or nothing is at that address",
-                secs(*timeout)
+                seconds(*timeout)
             ),
             "check the address, and routes and firewalls between here and the remote; raise remotes[].connect_timeout only for very slow links",
         ),
@@ -339,7 +340,7 @@ fn certificate(evidence: &Evidence<'_>, error: &CertificateError) -> Diagnosis {
                 format!(
                     "{whose} expired on {} ({})",
                     rfc3339(not_after),
-                    relative(not_after, now)
+                    in_words(not_after, now)
                 ),
                 "renew the server's certificate on the remote (if that date looks wrong, check this machine's clock)",
             )
@@ -675,7 +676,7 @@ fn timed_out(evidence: &Evidence<'_>, timeout: Duration) -> Diagnosis {
             format!(
                 "no connection to {} within info.timeout ({})",
                 evidence.address(),
-                secs(timeout)
+                seconds(timeout)
             ),
             "check the address, and routes and firewalls between here and the remote",
         );
@@ -685,7 +686,7 @@ fn timed_out(evidence: &Evidence<'_>, timeout: Duration) -> Diagnosis {
             Stage::Tls,
             format!(
                 "the TLS handshake did not finish within info.timeout ({})",
-                secs(timeout)
+                seconds(timeout)
             ),
             "check that the port serves TLS",
         );
@@ -694,7 +695,7 @@ fn timed_out(evidence: &Evidence<'_>, timeout: Duration) -> Diagnosis {
         Stage::Info,
         format!(
             "connected, but no Info answer within info.timeout ({})",
-            secs(timeout)
+            seconds(timeout)
         ),
         "check that the remote is healthy (its logs); a loaded remote may need a longer info.timeout",
     )
@@ -733,7 +734,7 @@ pub fn notes(config: &RemoteConfig, report: &EndpointReport) -> Vec<String> {
         if left < EXPIRY_WARNING_DAYS * 86_400 {
             notes.push(format!(
                 "the server's certificate expires {} ({})",
-                relative(cert.not_after_unix, now),
+                in_words(cert.not_after_unix, now),
                 cert.not_after
             ));
         }
@@ -786,10 +787,6 @@ fn alert_name(alert: AlertDescription) -> String {
         out.push(c.to_ascii_lowercase());
     }
     out
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }
 
 #[cfg(test)]

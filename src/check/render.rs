@@ -2,8 +2,9 @@
 
 use std::fmt::Write;
 
-use super::certificate::{relative, rfc3339, unix_now};
+use super::certificate::unix_now;
 use super::{EndpointReport, Report};
+use crate::timefmt::{in_words, rfc3339};
 
 /// Width of the key column, colon included.
 const KEY_WIDTH: usize = 15;
@@ -116,7 +117,7 @@ fn block(out: &mut String, e: &EndpointReport) {
                 } else {
                     "expires"
                 },
-                relative(cert.not_after_unix, now)
+                in_words(cert.not_after_unix, now)
             ),
         );
     }

@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+use crate::timefmt;
+use crate::x509::CertificateFacts;
+
 /// Longest warning ahead of expiry; shorter-lived certificates are warned
 /// about in their last third.
 const WARN_BEFORE_SECONDS: i64 = 14 * 86_400;
@@ -35,11 +38,8 @@ pub struct CertificateStatus {
 
 /// Reads a DER certificate as of `now` (Unix seconds).
 pub fn inspect(der: &[u8], now: i64) -> Result<CertificateStatus, String> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable: {e}"))?;
-    let validity = cert.validity();
-    let not_before = validity.not_before.timestamp();
-    let not_after = validity.not_after.timestamp();
+    let cert = CertificateFacts::parse(der).map_err(|e| e.to_string())?;
+    let (not_before, not_after) = (cert.not_before, cert.not_after);
     let lifetime = (not_after - not_before).max(0);
     let warn_before = WARN_BEFORE_SECONDS.min(lifetime / 3);
     let state = if now < not_before {
@@ -52,12 +52,12 @@ pub fn inspect(der: &[u8], now: i64) -> Result<CertificateStatus, String> {
         Validity::Valid
     };
     Ok(CertificateStatus {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject: cert.subject,
+        issuer: cert.issuer,
         not_before,
         not_after,
-        not_before_text: super::text::rfc3339(not_before),
-        not_after_text: super::text::rfc3339(not_after),
+        not_before_text: timefmt::rfc3339(not_before),
+        not_after_text: timefmt::rfc3339(not_after),
         expires_in_seconds: not_after - now,
         validity: state,
     })

@@ -1,23 +1,23 @@
 //! The status page as one self-contained HTML document: inline CSS, no
 //! scripts, no external assets, every value escaped.
+//!
+//! Written with maud rather than askama: the page is mostly decisions (which
+//! badge, which errors grouped with which endpoints, the same cells in three
+//! tables), and maud keeps those plain Rust functions while checking the
+//! markup at compile time and escaping every value.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::Duration;
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::model::{
     API_NAMES, CallCounts, EndpointHealth, EndpointStatus, ErrorSource, Health, RemoteStatus,
     Snapshot, TimeRange,
 };
-use super::text::{self, Escaped};
+use super::text;
 use super::{CertificateStatus, Validity};
-
-/// `write!` to a `String`, which cannot fail.
-macro_rules! w {
-    ($out:expr, $($arg:tt)*) => {{
-        let _ = write!($out, $($arg)*);
-    }};
-}
+use crate::timefmt;
 
 const STYLE: &str = r#"
 :root{--red:#b71c1c;--red-bg:#fdecea;--amber:#a05a00;--amber-bg:#fff3dc;--green:#1b5e20;--green-bg:#e8f5e9;--grey:#5f6368;--grey-bg:#eceff1;--line:#dde1e4}
@@ -73,7 +73,6 @@ footer{color:#6b7075;font-size:12px;margin-top:24px}
 
 /// The page for `snapshot`; `refresh` makes it reload itself every so many seconds.
 pub fn render(snapshot: &Snapshot, refresh: Option<u32>) -> String {
-    let mut out = String::with_capacity(32 * 1024);
     let attention = snapshot.remotes.iter().filter(|r| r.rank() < 4).count();
     let title = if attention > 0 {
         format!(
@@ -83,132 +82,109 @@ pub fn render(snapshot: &Snapshot, refresh: Option<u32>) -> String {
     } else {
         "thanos-fanout: status".to_owned()
     };
-    w!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    );
-    if let Some(seconds) = refresh {
-        w!(out, "<meta http-equiv=\"refresh\" content=\"{seconds}\">");
-    }
-    w!(
-        out,
-        "<title>{}</title><style>{STYLE}</style></head><body>\n",
-        Escaped(&title)
-    );
-    header(&mut out, snapshot);
-    out.push_str("<main>\n");
-    verdict(&mut out, snapshot);
-    if !snapshot.remotes.is_empty() {
-        overview(&mut out, snapshot);
-        for (i, remote) in snapshot.remotes.iter().enumerate() {
-            remote_section(&mut out, snapshot, i, remote);
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh {
+                    meta http-equiv="refresh" content=(seconds);
+                }
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                (header(snapshot))
+                main {
+                    (verdict(snapshot))
+                    @if !snapshot.remotes.is_empty() {
+                        (overview(snapshot))
+                        @for (i, remote) in snapshot.remotes.iter().enumerate() {
+                            (remote_section(snapshot, i, remote))
+                        }
+                    }
+                    footer {
+                        "Generated " (timefmt::human_date(snapshot.generated_at_unix))
+                        " · the same data for scripts: " a href="status.json" { "status.json" }
+                        " · " a href="metrics" { "metrics" } " · "
+                        @match refresh {
+                            Some(seconds) => { "reloading every " (seconds) "s (" a href="./" { "stop" } ")" }
+                            None => { a href="?refresh=10" { "reload every 10s" } }
+                        }
+                    }
+                }
+            }
         }
     }
-    w!(
-        out,
-        "<footer>Generated {} &middot; the same data for scripts: <a href=\"status.json\">status.json</a> &middot; \
-         <a href=\"metrics\">metrics</a> &middot; ",
-        Escaped(&text::human_date(snapshot.generated_at_unix))
-    );
-    match refresh {
-        Some(seconds) => w!(out, "reloading every {seconds}s (<a href=\"./\">stop</a>)"),
-        None => out.push_str("<a href=\"?refresh=10\">reload every 10s</a>"),
-    }
-    out.push_str("</footer>\n</main></body></html>\n");
-    out
+    .into_string()
 }
 
-fn header(out: &mut String, s: &Snapshot) {
+fn header(s: &Snapshot) -> Markup {
     let c = &s.config;
-    w!(
-        out,
-        "<header><h1>thanos-fanout<span class=\"version\">{}</span></h1>",
-        Escaped(s.version)
-    );
-    w!(
-        out,
-        "<div class=\"meta\">{} &middot; up {} (since {}) &middot; {} of {} remotes healthy, {} of {} endpoints up</div>",
-        if s.ready {
-            "<span class=\"badge healthy\">ready</span>"
-        } else if s.shutting_down {
-            "<span class=\"badge pending\">not ready</span> shutting down"
-        } else {
-            "<span class=\"badge pending\">not ready</span> first Info round in progress"
-        },
-        Escaped(&text::span(s.uptime_seconds)),
-        Escaped(&text::human_date(
-            s.generated_at_unix - s.uptime_seconds as i64
-        )),
-        s.summary.remotes_healthy,
-        s.summary.remotes,
-        s.summary.endpoints_healthy,
-        s.summary.endpoints,
-    );
     let nameservers = if c.discovery_nameservers.is_empty() {
         "system resolver".to_owned()
     } else {
         c.discovery_nameservers.join(", ")
     };
-    w!(
-        out,
-        "<div class=\"config\">gRPC {} &middot; HTTP {} &middot; Info every {}, timeout {} &middot; \
-         DNS refresh {} via {} &middot; prefetch {} per call, {} in all &middot; {} streams per connection &middot; log level {}</div></header>\n",
-        Escaped(&c.grpc_listen),
-        Escaped(&c.http_listen),
-        Escaped(&text::span(c.info_interval_seconds)),
-        Escaped(&text::span(c.info_timeout_seconds)),
-        Escaped(&text::span(c.discovery_refresh_interval_seconds)),
-        Escaped(&nameservers),
-        Escaped(&text::bytes(c.prefetch_bytes)),
-        Escaped(&text::bytes(c.prefetch_bytes_total)),
-        c.streams_per_connection,
-        Escaped(&c.log_level),
-    );
+    html! {
+        header {
+            h1 { "thanos-fanout" span.version { (s.version) } }
+            div.meta {
+                @if s.ready {
+                    span.badge.healthy { "ready" }
+                } @else if s.shutting_down {
+                    span.badge.pending { "not ready" } " shutting down"
+                } @else {
+                    span.badge.pending { "not ready" } " first Info round in progress"
+                }
+                " · up " (timefmt::span(s.uptime_seconds))
+                " (since " (timefmt::human_date(s.generated_at_unix - s.uptime_seconds as i64)) ")"
+                " · " (s.summary.remotes_healthy) " of " (s.summary.remotes) " remotes healthy, "
+                (s.summary.endpoints_healthy) " of " (s.summary.endpoints) " endpoints up"
+            }
+            div.config {
+                "gRPC " (c.grpc_listen) " · HTTP " (c.http_listen)
+                " · Info every " (timefmt::span(c.info_interval_seconds))
+                ", timeout " (timefmt::span(c.info_timeout_seconds))
+                " · DNS refresh " (timefmt::span(c.discovery_refresh_interval_seconds))
+                " via " (nameservers)
+                " · prefetch " (text::bytes(c.prefetch_bytes)) " per call, "
+                (text::bytes(c.prefetch_bytes_total)) " in all"
+                " · " (c.streams_per_connection) " streams per connection"
+                " · log level " (c.log_level)
+            }
+        }
+    }
 }
 
-fn verdict(out: &mut String, s: &Snapshot) {
-    if s.remotes.is_empty() {
-        out.push_str("<div class=\"verdict warn\">No remotes configured.</div>\n");
-        return;
-    }
+fn verdict(s: &Snapshot) -> Markup {
     let needing: Vec<(usize, &RemoteStatus)> = s
         .remotes
         .iter()
         .enumerate()
         .filter(|(_, r)| r.rank() < 4)
         .collect();
-    if needing.is_empty() {
-        w!(
-            out,
-            "<div class=\"verdict good\">All {} remotes are healthy.</div>\n",
-            s.remotes.len()
-        );
-        return;
-    }
     let class = if needing.iter().any(|(_, r)| r.health == Health::Down) {
         "bad"
     } else {
         "warn"
     };
-    w!(
-        out,
-        "<div class=\"verdict {class}\">{} of {} remotes need attention: ",
-        needing.len(),
-        s.remotes.len()
-    );
-    for (n, (i, r)) in needing.iter().enumerate() {
-        if n > 0 {
-            out.push_str(", ");
+    html! {
+        @if s.remotes.is_empty() {
+            div.verdict.warn { "No remotes configured." }
+        } @else if needing.is_empty() {
+            div.verdict.good { "All " (s.remotes.len()) " remotes are healthy." }
+        } @else {
+            div.verdict.(class) {
+                (needing.len()) " of " (s.remotes.len()) " remotes need attention: "
+                @for (n, (i, r)) in needing.iter().enumerate() {
+                    @if n > 0 { ", " }
+                    a href={ "#remote-" (i) } { (r.name) } " " (state_word(r))
+                }
+            }
         }
-        w!(
-            out,
-            "<a href=\"#remote-{i}\">{}</a> {}",
-            Escaped(&r.name),
-            state_word(r)
-        );
     }
-    out.push_str("</div>\n");
 }
 
 /// The remote's state in one word, as its badge shows it.
@@ -220,124 +196,112 @@ fn state_word(r: &RemoteStatus) -> &'static str {
     }
 }
 
-fn badge(word: &str) -> String {
-    format!("<span class=\"badge {0}\">{0}</span>", Escaped(word))
+fn badge(word: &str) -> Markup {
+    html! { span.badge.(word) { (word) } }
 }
 
-fn overview(out: &mut String, s: &Snapshot) {
-    out.push_str(
-        "<table class=\"overview\"><thead><tr><th>Health</th><th>Remote</th>\
-         <th class=\"num\">Endpoints up</th><th>Problem / last error</th><th>Last Info</th>\
-         <th>External labels</th><th>Time range</th><th class=\"num\">Calls</th>\
-         <th class=\"num\">Failed</th><th>Client cert expires</th></tr></thead><tbody>\n",
-    );
-    for (i, r) in s.remotes.iter().enumerate() {
-        let word = state_word(r);
-        w!(
-            out,
-            "<tr class=\"{word}\"><td>{}</td><td class=\"nowrap\"><a href=\"#remote-{i}\"><strong>{}</strong></a></td>\
-             <td class=\"num\">{} / {}</td><td>",
-            badge(word),
-            Escaped(&r.name),
-            r.endpoints_healthy,
-            r.endpoints_total
-        );
-        problem_summary(out, r);
-        out.push_str("</td><td class=\"nowrap\">");
-        last_info(out, &r.endpoints);
-        out.push_str("</td><td>");
-        label_sets(out, &r.label_sets);
-        out.push_str("</td><td class=\"small\">");
-        match &r.time_range {
-            Some(range) => time_range(out, range, s.generated_at_unix),
-            None => out.push_str("<span class=\"muted\">unknown</span>"),
-        }
-        let recent = &r.calls.recent;
-        w!(
-            out,
-            "</td><td class=\"num\">{}<div class=\"muted small\">last {}</div></td><td class=\"num\">{}</td><td class=\"nowrap\">",
-            recent.finished(),
-            Escaped(&text::span(r.calls.recent_window_seconds)),
-            failed_cell(recent)
-        );
-        match r.tls.as_ref().and_then(|t| t.client_certificate.as_ref()) {
-            Some(c) => cert_expiry(out, c),
-            None => match r.tls.as_ref() {
-                Some(t) if t.client_certificate_error.is_some() => {
-                    out.push_str("<span class=\"warn-text\">unreadable</span>")
+fn overview(s: &Snapshot) -> Markup {
+    html! {
+        table.overview {
+            thead {
+                tr {
+                    th { "Health" } th { "Remote" } th.num { "Endpoints up" }
+                    th { "Problem / last error" } th { "Last Info" } th { "External labels" }
+                    th { "Time range" } th.num { "Calls" } th.num { "Failed" }
+                    th { "Client cert expires" }
                 }
-                Some(_) => out.push_str("<span class=\"muted\">none configured</span>"),
-                None => out.push_str("<span class=\"muted\">plaintext</span>"),
-            },
+            }
+            tbody {
+                @for (i, r) in s.remotes.iter().enumerate() {
+                    @let word = state_word(r);
+                    @let recent = &r.calls.recent;
+                    tr.(word) {
+                        td { (badge(word)) }
+                        td.nowrap { a href={ "#remote-" (i) } { strong { (r.name) } } }
+                        td.num { (r.endpoints_healthy) " / " (r.endpoints_total) }
+                        td { (problem_summary(r)) }
+                        td.nowrap { (last_info(&r.endpoints)) }
+                        td { (label_sets(&r.label_sets)) }
+                        td.small {
+                            @match &r.time_range {
+                                Some(range) => { (time_range(range, s.generated_at_unix)) }
+                                None => { span.muted { "unknown" } }
+                            }
+                        }
+                        td.num {
+                            (recent.finished())
+                            div.muted.small { "last " (timefmt::span(r.calls.recent_window_seconds)) }
+                        }
+                        td.num { (failed_cell(recent)) }
+                        td.nowrap {
+                            @match (&r.tls, r.tls.as_ref().and_then(|t| t.client_certificate.as_ref())) {
+                                (_, Some(c)) => { (cert_expiry(c)) }
+                                (Some(t), None) if t.client_certificate_error.is_some() => {
+                                    span.warn-text { "unreadable" }
+                                }
+                                (Some(_), None) => { span.muted { "none configured" } }
+                                (None, None) => { span.muted { "plaintext" } }
+                            }
+                        }
+                    }
+                }
+            }
         }
-        out.push_str("</td></tr>\n");
     }
-    out.push_str("</tbody></table>\n");
 }
 
-fn failed_cell(c: &CallCounts) -> String {
-    match c.error_ratio {
-        Some(ratio) if c.failed() > 0 => format!(
-            "<span class=\"warn-text\"><strong>{}</strong> ({})</span>",
-            c.failed(),
-            Escaped(&text::percent(ratio))
-        ),
-        _ => "0".to_owned(),
+fn failed_cell(c: &CallCounts) -> Markup {
+    html! {
+        @match c.error_ratio {
+            Some(ratio) if c.failed() > 0 => {
+                span.warn-text { strong { (c.failed()) } " (" (text::percent(ratio)) ")" }
+            }
+            _ => { "0" }
+        }
     }
 }
 
 /// Why a remote is not healthy, or its most recent error, in full.
-fn problem_summary(out: &mut String, r: &RemoteStatus) {
+fn problem_summary(r: &RemoteStatus) -> Markup {
     let groups = grouped_info_errors(&r.endpoints);
-    if groups.is_empty()
-        && let Some(e) = r
-            .last_error
-            .as_ref()
-            .filter(|e| e.source == ErrorSource::Discovery)
-    {
-        w!(out, "<pre class=\"err\">{}</pre>", Escaped(&e.message));
-    }
-    for (error, addresses) in &groups {
-        w!(
-            out,
-            "<div class=\"small\">{} {}:</div><pre class=\"err\">{}</pre>",
-            if addresses.len() == 1 {
-                "endpoint"
-            } else {
-                "endpoints"
-            },
-            Escaped(&addresses.join(", ")),
-            Escaped(error)
-        );
-    }
-    if r.health == Health::Pending {
-        out.push_str("<span class=\"muted\">not asked for Info yet</span>");
-    }
-    for warning in &r.warnings {
-        w!(
-            out,
-            "<div class=\"warn-text small\">{}</div>",
-            Escaped(warning)
-        );
-    }
-    if groups.is_empty() && r.warnings.is_empty() && r.health == Health::Healthy {
-        match r
-            .last_error
-            .as_ref()
-            .filter(|e| e.source == ErrorSource::Call)
-        {
-            Some(e) => w!(
-                out,
-                "<span class=\"muted small\">last failed call {}: {}</span>",
-                Escaped(
-                    &e.at
-                        .as_ref()
-                        .map(|m| text::relative(m.age_seconds))
-                        .unwrap_or_default()
-                ),
-                Escaped(&e.message)
-            ),
-            None => out.push_str("<span class=\"muted\">none</span>"),
+    let discovery = r
+        .last_error
+        .as_ref()
+        .filter(|e| groups.is_empty() && e.source == ErrorSource::Discovery);
+    // Only a healthy remote with nothing else to say shows its last failed call.
+    let quiet = groups.is_empty() && r.warnings.is_empty() && r.health == Health::Healthy;
+    let last_call = r
+        .last_error
+        .as_ref()
+        .filter(|e| e.source == ErrorSource::Call);
+    html! {
+        @if let Some(e) = discovery {
+            pre.err { (e.message) }
+        }
+        @for (error, addresses) in &groups {
+            div.small {
+                (if addresses.len() == 1 { "endpoint" } else { "endpoints" })
+                " " (addresses.join(", ")) ":"
+            }
+            pre.err { (error) }
+        }
+        @if r.health == Health::Pending {
+            span.muted { "not asked for Info yet" }
+        }
+        @for warning in &r.warnings {
+            div.warn-text.small { (warning) }
+        }
+        @if quiet {
+            @match last_call {
+                Some(e) => {
+                    span.muted.small {
+                        "last failed call "
+                        (e.at.as_ref().map(|m| timefmt::relative(m.age_seconds)).unwrap_or_default())
+                        ": " (e.message)
+                    }
+                }
+                None => { span.muted { "none" } }
+            }
         }
     }
 }
@@ -360,408 +324,375 @@ fn grouped_info_errors(endpoints: &[EndpointStatus]) -> Vec<(String, Vec<String>
 }
 
 /// The most recent successful Info of any endpoint.
-fn last_info(out: &mut String, endpoints: &[EndpointStatus]) {
+fn last_info(endpoints: &[EndpointStatus]) -> Markup {
     let newest = endpoints
         .iter()
         .filter_map(|e| e.last_info_success.as_ref())
         .min_by(|a, b| a.age_seconds.total_cmp(&b.age_seconds));
-    match newest {
-        Some(m) => w!(out, "{}", Escaped(&text::relative(m.age_seconds))),
-        None => out.push_str("<span class=\"err\">never</span>"),
-    }
-}
-
-fn label_sets(out: &mut String, sets: &[BTreeMap<String, String>]) {
-    if sets.is_empty() {
-        out.push_str("<span class=\"muted\">none</span>");
-        return;
-    }
-    // A set breaks across lines only between labels.
-    for set in sets {
-        let rendered: Vec<String> = set
-            .iter()
-            .map(|(k, v)| Escaped(&format!("{k}={v:?}")).to_string())
-            .collect();
-        w!(
-            out,
-            "<div><code class=\"labels\">{{{}}}</code></div>",
-            rendered.join(", <wbr>")
-        );
-    }
-}
-
-fn time_range(out: &mut String, range: &TimeRange, now: i64) {
-    let bound = |ms: i64, date: &Option<String>, open: &str| match date {
-        Some(_) => {
-            let secs = ms.div_euclid(1000);
-            format!(
-                "<span class=\"nowrap\">{}</span> <span class=\"muted nowrap\">({})</span>",
-                Escaped(&text::human_date(secs)),
-                Escaped(&text::relative((now - secs) as f64))
-            )
+    html! {
+        @match newest {
+            Some(m) => { (timefmt::relative(m.age_seconds)) }
+            None => { span.err { "never" } }
         }
-        None => format!("<span class=\"muted\">{open}</span>"),
-    };
-    w!(
-        out,
-        "{} &rarr;<br>{}",
-        bound(range.min_time, &range.min, "no lower bound"),
-        bound(range.max_time, &range.max, "now, open-ended")
-    );
+    }
 }
 
-fn cert_expiry(out: &mut String, c: &CertificateStatus) {
-    let class = match c.validity {
+fn label_sets(sets: &[BTreeMap<String, String>]) -> Markup {
+    // A set breaks across lines only between labels.
+    html! {
+        @if sets.is_empty() {
+            span.muted { "none" }
+        }
+        @for set in sets {
+            div {
+                code.labels {
+                    "{"
+                    @for (n, (k, v)) in set.iter().enumerate() {
+                        @if n > 0 { ", " wbr; }
+                        (format!("{k}={v:?}"))
+                    }
+                    "}"
+                }
+            }
+        }
+    }
+}
+
+fn time_range(range: &TimeRange, now: i64) -> Markup {
+    let bound = |ms: i64, date: &Option<String>, open: &str| {
+        let secs = ms.div_euclid(1000);
+        html! {
+            @if date.is_some() {
+                span.nowrap { (timefmt::human_date(secs)) }
+                " "
+                span.muted.nowrap { "(" (timefmt::relative((now - secs) as f64)) ")" }
+            } @else {
+                span.muted { (open) }
+            }
+        }
+    };
+    html! {
+        (bound(range.min_time, &range.min, "no lower bound"))
+        " →"
+        br;
+        (bound(range.max_time, &range.max, "now, open-ended"))
+    }
+}
+
+/// The class a certificate's expiry is shown in.
+fn validity_class(c: &CertificateStatus) -> &'static str {
+    match c.validity {
         Validity::Valid => "",
         Validity::Expiring => "warn-text",
         Validity::Expired | Validity::NotYetValid => "err",
-    };
-    let when = text::relative(-(c.expires_in_seconds as f64));
+    }
+}
+
+fn cert_expiry(c: &CertificateStatus) -> Markup {
+    let when = timefmt::relative(-(c.expires_in_seconds as f64));
     let when = if c.validity == Validity::Expired {
         format!("expired {when}")
     } else {
         when
     };
-    w!(
-        out,
-        "<span class=\"{class}\">{}</span><div class=\"muted small\">{}</div>",
-        Escaped(&when),
-        Escaped(&text::human_date(c.not_after))
-    );
+    html! {
+        span class=(validity_class(c)) { (when) }
+        div.muted.small { (timefmt::human_date(c.not_after)) }
+    }
 }
 
-fn remote_section(out: &mut String, s: &Snapshot, i: usize, r: &RemoteStatus) {
+fn cert_expiry_inline(c: &CertificateStatus) -> Markup {
+    html! {
+        span class=(validity_class(c)) {
+            (timefmt::human_date(c.not_after))
+            " (" (timefmt::relative(-(c.expires_in_seconds as f64))) ")"
+        }
+    }
+}
+
+fn remote_section(s: &Snapshot, i: usize, r: &RemoteStatus) -> Markup {
     let word = state_word(r);
-    w!(
-        out,
-        "<section class=\"remote {word}\" id=\"remote-{i}\"><h2>{}<span>{}</span></h2>",
-        badge(word),
-        Escaped(&r.name)
-    );
-    // Why it is down or degraded, and anything else to look at, first.
     let groups = grouped_info_errors(&r.endpoints);
     let discovery = r
         .last_error
         .as_ref()
         .filter(|e| e.source == ErrorSource::Discovery);
-    if !groups.is_empty() || discovery.is_some() {
-        out.push_str("<div class=\"problems\"><strong>Not queried:</strong><ul>");
-        if let Some(e) = discovery {
-            w!(
-                out,
-                "<li><pre class=\"err\">{}</pre></li>",
-                Escaped(&e.message)
-            );
-        }
-        for (error, addresses) in &groups {
-            w!(
-                out,
-                "<li>Info to {} failed:<pre class=\"err\">{}</pre></li>",
-                Escaped(&addresses.join(", ")),
-                Escaped(error)
-            );
-        }
-        out.push_str("</ul></div>");
-    }
-    if !r.warnings.is_empty() {
-        out.push_str("<div class=\"problems warn\"><strong>Warnings:</strong><ul>");
-        for warning in &r.warnings {
-            w!(out, "<li class=\"warn-text\">{}</li>", Escaped(warning));
-        }
-        out.push_str("</ul></div>");
-    }
-
-    out.push_str("<dl class=\"facts\">");
-    fact(out, "Targets", &code_list(&r.targets));
-    if !r.file_sd.is_empty() {
-        fact(out, "file_sd", &code_list(&r.file_sd));
-    }
-    fact(
-        out,
-        "Endpoints",
-        &format!("{} of {} healthy", r.endpoints_healthy, r.endpoints_total),
-    );
-    let mut labels = String::new();
-    label_sets(&mut labels, &r.label_sets);
-    fact(out, "External labels", &labels);
-    let mut range = String::new();
-    match &r.time_range {
-        Some(t) => time_range(&mut range, t, s.generated_at_unix),
-        None => range.push_str("<span class=\"muted\">unknown (no StoreAPI Info yet)</span>"),
-    }
-    fact(out, "Time range", &range);
-    fact(out, "APIs", &apis(&r.apis));
-    fact(
-        out,
-        "Calls",
-        &format!(
-            "mode <code>{}</code>, compression <code>{}</code>, timeout {} (no progress), connect timeout {}",
-            Escaped(&format!("{:?}", r.mode).to_lowercase()),
-            Escaped(&format!("{:?}", r.compression).to_lowercase()),
-            Escaped(&text::span(r.timeout_seconds)),
-            Escaped(&text::span(r.connect_timeout_seconds))
-        ),
-    );
-    match &r.tls {
-        Some(tls) => {
-            let mut parts = Vec::new();
-            if tls.insecure_skip_verify {
-                parts.push(
-                    "<span class=\"warn-text\">verification OFF (insecure_skip_verify)</span>"
-                        .to_owned(),
-                );
-            }
-            if let Some(ca) = &tls.ca_file {
-                parts.push(format!("CA <code>{}</code>", Escaped(ca)));
-            }
-            parts.push(match &tls.server_name {
-                Some(name) => format!("server name <code>{}</code>", Escaped(name)),
-                None => "server name: each endpoint's host".to_owned(),
-            });
-            fact(out, "TLS", &parts.join(", "));
-            let cert = match (&tls.cert_file, &tls.client_certificate) {
-                (Some(file), Some(c)) => {
-                    let mut cell = format!(
-                        "<code>{}</code>: {} issued by {}, valid {} to ",
-                        Escaped(file),
-                        Escaped(&c.subject),
-                        Escaped(&c.issuer),
-                        Escaped(&text::human_date(c.not_before))
-                    );
-                    cert_expiry_inline(&mut cell, c);
-                    cell
+    html! {
+        section.remote.(word) id={ "remote-" (i) } {
+            h2 { (badge(word)) span { (r.name) } }
+            // Why it is down or degraded, and anything else to look at, first.
+            @if !groups.is_empty() || discovery.is_some() {
+                div.problems {
+                    strong { "Not queried:" }
+                    ul {
+                        @if let Some(e) = discovery {
+                            li { pre.err { (e.message) } }
+                        }
+                        @for (error, addresses) in &groups {
+                            li { "Info to " (addresses.join(", ")) " failed:" pre.err { (error) } }
+                        }
+                    }
                 }
-                (Some(file), None) => format!(
-                    "<code>{}</code>: <span class=\"warn-text\">{}</span>",
-                    Escaped(file),
-                    Escaped(
-                        tls.client_certificate_error
-                            .as_deref()
-                            .unwrap_or("not loaded")
-                    )
-                ),
-                (None, _) => "<span class=\"muted\">none configured</span>".to_owned(),
-            };
-            fact(out, "Client certificate", &cert);
-        }
-        None => fact(out, "TLS", "<span class=\"muted\">none (plaintext)</span>"),
-    }
-    if let Some(authority) = &r.authority {
-        fact(
-            out,
-            ":authority",
-            &format!("<code>{}</code>", Escaped(authority)),
-        );
-    }
-    out.push_str("</dl>");
-
-    endpoints_table(out, s, &r.endpoints);
-    calls_table(out, r);
-    out.push_str("</section>\n");
-}
-
-fn fact(out: &mut String, name: &str, html: &str) {
-    w!(out, "<dt>{}</dt><dd>{html}</dd>", Escaped(name));
-}
-
-fn code_list(items: &[String]) -> String {
-    if items.is_empty() {
-        return "<span class=\"muted\">none</span>".to_owned();
-    }
-    items
-        .iter()
-        .map(|i| format!("<code>{}</code>", Escaped(i)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn apis(offered: &[&str]) -> String {
-    API_NAMES
-        .iter()
-        .map(|api| {
-            let class = if offered.contains(api) {
-                "api"
-            } else {
-                "api off"
-            };
-            format!("<span class=\"{class}\">{}</span>", Escaped(api))
-        })
-        .collect()
-}
-
-fn cert_expiry_inline(out: &mut String, c: &CertificateStatus) {
-    let class = match c.validity {
-        Validity::Valid => "",
-        Validity::Expiring => "warn-text",
-        Validity::Expired | Validity::NotYetValid => "err",
-    };
-    w!(
-        out,
-        "<span class=\"{class}\">{} ({})</span>",
-        Escaped(&text::human_date(c.not_after)),
-        Escaped(&text::relative(-(c.expires_in_seconds as f64)))
-    );
-}
-
-fn endpoints_table(out: &mut String, s: &Snapshot, endpoints: &[EndpointStatus]) {
-    out.push_str("<h3>Endpoints</h3>");
-    if endpoints.is_empty() {
-        out.push_str("<p class=\"muted\">None discovered.</p>");
-        return;
-    }
-    out.push_str(
-        "<table><thead><tr><th>Endpoint</th><th>Health</th><th>Last Info success</th>\
-         <th>Last check</th><th class=\"num\">Info took</th><th class=\"num\">Conns</th>\
-         <th>Component</th><th>External labels</th><th>Time range</th><th>APIs</th>\
-         <th>Error</th></tr></thead><tbody>\n",
-    );
-    for e in endpoints {
-        let word = e.health.as_str();
-        w!(
-            out,
-            "<tr class=\"{word}\"><td class=\"nowrap\"><code>{}</code>",
-            Escaped(&e.address)
-        );
-        if !e
-            .address
-            .trim_start_matches('[')
-            .starts_with(e.host.as_str())
-        {
-            w!(
-                out,
-                "<div class=\"muted small\">as <code>{}</code></div>",
-                Escaped(&e.host)
-            );
-        }
-        w!(out, "</td><td>{}</td><td class=\"nowrap\">", badge(word));
-        match &e.last_info_success {
-            Some(m) => w!(
-                out,
-                "{}<div class=\"muted small\">{}</div>",
-                Escaped(&text::relative(m.age_seconds)),
-                Escaped(&m.at)
-            ),
-            None => out.push_str("<span class=\"err\">never</span>"),
-        }
-        out.push_str("</td><td class=\"nowrap\">");
-        match &e.last_check {
-            Some(m) => w!(out, "{}", Escaped(&text::relative(m.age_seconds))),
-            None => out.push_str("<span class=\"muted\">not yet</span>"),
-        }
-        w!(
-            out,
-            "</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
-            e.info_latency_seconds
-                .map(|s| text::latency(Duration::from_secs_f64(s)))
-                .map(|t| Escaped(&t).to_string())
-                .unwrap_or_default(),
-            e.connections
-        );
-        match &e.info {
-            Some(info) => {
-                let stale = if e.health == EndpointHealth::Healthy {
-                    ""
-                } else {
-                    "<div class=\"muted small\">(last known)</div>"
-                };
-                w!(out, "<td>{}{stale}</td><td>", Escaped(&info.component));
-                label_sets(out, &info.label_sets);
-                out.push_str("</td><td class=\"small\">");
-                match &info.time_range {
-                    Some(t) => time_range(out, t, s.generated_at_unix),
-                    None => out.push_str("<span class=\"muted\">no StoreAPI</span>"),
-                }
-                w!(out, "</td><td>{}</td>", apis(&info.apis));
             }
-            None => out.push_str("<td colspan=\"4\" class=\"muted\">never answered Info</td>"),
+            @if !r.warnings.is_empty() {
+                div.problems.warn {
+                    strong { "Warnings:" }
+                    ul {
+                        @for warning in &r.warnings {
+                            li.warn-text { (warning) }
+                        }
+                    }
+                }
+            }
+            dl.facts {
+                (fact("Targets", code_list(&r.targets)))
+                @if !r.file_sd.is_empty() {
+                    (fact("file_sd", code_list(&r.file_sd)))
+                }
+                (fact("Endpoints", html! {
+                    (r.endpoints_healthy) " of " (r.endpoints_total) " healthy"
+                }))
+                (fact("External labels", label_sets(&r.label_sets)))
+                (fact("Time range", html! {
+                    @match &r.time_range {
+                        Some(t) => { (time_range(t, s.generated_at_unix)) }
+                        None => { span.muted { "unknown (no StoreAPI Info yet)" } }
+                    }
+                }))
+                (fact("APIs", apis(&r.apis)))
+                (fact("Calls", html! {
+                    "mode " code { (format!("{:?}", r.mode).to_lowercase()) }
+                    ", compression " code { (format!("{:?}", r.compression).to_lowercase()) }
+                    ", timeout " (timefmt::span(r.timeout_seconds)) " (no progress)"
+                    ", connect timeout " (timefmt::span(r.connect_timeout_seconds))
+                }))
+                @match &r.tls {
+                    Some(tls) => {
+                        (fact("TLS", html! {
+                            @if tls.insecure_skip_verify {
+                                span.warn-text { "verification OFF (insecure_skip_verify)" } ", "
+                            }
+                            @if let Some(ca) = &tls.ca_file {
+                                "CA " code { (ca) } ", "
+                            }
+                            @match &tls.server_name {
+                                Some(name) => { "server name " code { (name) } }
+                                None => { "server name: each endpoint's host" }
+                            }
+                        }))
+                        (fact("Client certificate", html! {
+                            @match (&tls.cert_file, &tls.client_certificate) {
+                                (Some(file), Some(c)) => {
+                                    code { (file) } ": " (c.subject) " issued by " (c.issuer)
+                                    ", valid " (timefmt::human_date(c.not_before)) " to "
+                                    (cert_expiry_inline(c))
+                                }
+                                (Some(file), None) => {
+                                    code { (file) } ": "
+                                    span.warn-text {
+                                        (tls.client_certificate_error.as_deref().unwrap_or("not loaded"))
+                                    }
+                                }
+                                (None, _) => { span.muted { "none configured" } }
+                            }
+                        }))
+                    }
+                    None => { (fact("TLS", html! { span.muted { "none (plaintext)" } })) }
+                }
+                @if let Some(authority) = &r.authority {
+                    (fact(":authority", html! { code { (authority) } }))
+                }
+            }
+            (endpoints_table(s, &r.endpoints))
+            (calls_table(r))
         }
-        out.push_str("<td>");
-        if let Some(error) = &e.info_error {
-            w!(
-                out,
-                "<div class=\"small\">Info ({} so far):</div><pre class=\"err\">{}</pre>",
-                match e.info_failures {
-                    1 => "1 failure".to_owned(),
-                    n => format!("{n} failures"),
-                },
-                Escaped(error)
-            );
-        }
-        if let Some(open) = &e.circuit_open {
-            w!(
-                out,
-                "<div class=\"small warn-text\">circuit breaker open after {} failed calls in a row: skipped until {}</div>",
-                open.failures,
-                Escaped(&open.until.at)
-            );
-        }
-        if let Some(call) = &e.last_failed_call {
-            w!(
-                out,
-                "<div class=\"small\">last failed call, {} {}:</div><pre class=\"err\">{}</pre>",
-                Escaped(&call.method),
-                Escaped(&text::relative(call.at.age_seconds)),
-                Escaped(&call.error)
-            );
-        }
-        out.push_str("</td></tr>\n");
     }
-    out.push_str("</tbody></table>");
 }
 
-fn calls_table(out: &mut String, r: &RemoteStatus) {
-    let window = text::span(r.calls.recent_window_seconds);
-    w!(
-        out,
-        "<h3>Calls from queries <span class=\"muted small\">(last {} and since start; failed = error + timeout, cancelled = stopped before the remote finished: by the caller, an abort or a limit)</span></h3>",
-        Escaped(&window)
-    );
+fn fact(name: &str, value: Markup) -> Markup {
+    html! { dt { (name) } dd { (value) } }
+}
+
+fn code_list(items: &[String]) -> Markup {
+    html! {
+        @if items.is_empty() {
+            span.muted { "none" }
+        }
+        @for (n, item) in items.iter().enumerate() {
+            @if n > 0 { ", " }
+            code { (item) }
+        }
+    }
+}
+
+fn apis(offered: &[&str]) -> Markup {
+    html! {
+        @for api in &API_NAMES {
+            span class=(if offered.contains(api) { "api" } else { "api off" }) { (api) }
+        }
+    }
+}
+
+fn endpoints_table(s: &Snapshot, endpoints: &[EndpointStatus]) -> Markup {
+    html! {
+        h3 { "Endpoints" }
+        @if endpoints.is_empty() {
+            p.muted { "None discovered." }
+        } @else {
+            table {
+                thead {
+                    tr {
+                        th { "Endpoint" } th { "Health" } th { "Last Info success" }
+                        th { "Last check" } th.num { "Info took" } th.num { "Conns" }
+                        th { "Component" } th { "External labels" } th { "Time range" }
+                        th { "APIs" } th { "Error" }
+                    }
+                }
+                tbody {
+                    @for e in endpoints {
+                        (endpoint_row(s, e))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn endpoint_row(s: &Snapshot, e: &EndpointStatus) -> Markup {
+    let word = e.health.as_str();
+    // The address alone says which host it is, unless discovery resolved a name.
+    let resolved = !e
+        .address
+        .trim_start_matches('[')
+        .starts_with(e.host.as_str());
+    html! {
+        tr.(word) {
+            td.nowrap {
+                code { (e.address) }
+                @if resolved {
+                    div.muted.small { "as " code { (e.host) } }
+                }
+            }
+            td { (badge(word)) }
+            td.nowrap {
+                @match &e.last_info_success {
+                    Some(m) => { (timefmt::relative(m.age_seconds)) div.muted.small { (m.at) } }
+                    None => { span.err { "never" } }
+                }
+            }
+            td.nowrap {
+                @match &e.last_check {
+                    Some(m) => { (timefmt::relative(m.age_seconds)) }
+                    None => { span.muted { "not yet" } }
+                }
+            }
+            td.num {
+                @if let Some(took) = e.info_latency_seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+                    (timefmt::latency(took))
+                }
+            }
+            td.num { (e.connections) }
+            @match &e.info {
+                Some(info) => {
+                    td {
+                        (info.component)
+                        @if e.health != EndpointHealth::Healthy {
+                            div.muted.small { "(last known)" }
+                        }
+                    }
+                    td { (label_sets(&info.label_sets)) }
+                    td.small {
+                        @match &info.time_range {
+                            Some(t) => { (time_range(t, s.generated_at_unix)) }
+                            None => { span.muted { "no StoreAPI" } }
+                        }
+                    }
+                    td { (apis(&info.apis)) }
+                }
+                None => { td colspan="4" class="muted" { "never answered Info" } }
+            }
+            td {
+                @if let Some(error) = &e.info_error {
+                    div.small {
+                        "Info ("
+                        @match e.info_failures {
+                            1 => { "1 failure" }
+                            n => { (n) " failures" }
+                        }
+                        " so far):"
+                    }
+                    pre.err { (error) }
+                }
+                @if let Some(open) = &e.circuit_open {
+                    div.small.warn-text {
+                        "circuit breaker open after " (open.failures)
+                        " failed calls in a row: skipped until " (open.until.at)
+                    }
+                }
+                @if let Some(call) = &e.last_failed_call {
+                    div.small {
+                        "last failed call, " (call.method) " "
+                        (timefmt::relative(call.at.age_seconds)) ":"
+                    }
+                    pre.err { (call.error) }
+                }
+            }
+        }
+    }
+}
+
+fn calls_table(r: &RemoteStatus) -> Markup {
+    let window = timefmt::span(r.calls.recent_window_seconds);
     let used: Vec<_> = r
         .calls
         .methods
         .iter()
         .filter(|m| m.in_flight > 0 || m.total.finished() + m.total.cancelled > 0)
         .collect();
-    if used.is_empty() {
-        out.push_str("<p class=\"muted\">No calls yet.</p>");
-        return;
-    }
-    w!(
-        out,
-        "<table><thead><tr><th>Method</th><th class=\"num\">In flight</th>\
-         <th class=\"num\">Calls ({window})</th><th class=\"num\">Failed ({window})</th>\
-         <th class=\"num\">Mean time ({window})</th><th class=\"num\">Mean first frame ({window})</th>\
-         <th class=\"num\">Succeeded</th><th class=\"num\">Errors</th><th class=\"num\">Timeouts</th>\
-         <th class=\"num\">Cancelled</th><th class=\"num\">Failed (all)</th></tr></thead><tbody>\n",
-        window = Escaped(&window)
-    );
     let mean = |m: Option<f64>| {
-        m.map(|s| text::latency(Duration::from_secs_f64(s.max(0.0))))
-            .unwrap_or_else(|| "&ndash;".to_owned())
+        m.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
+            .map(timefmt::latency)
+            .unwrap_or_else(|| "–".to_owned())
     };
-    for m in used {
-        w!(
-            out,
-            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
-            if m.recent.failed() > 0 {
-                " class=\"warning\""
-            } else {
-                ""
-            },
-            Escaped(&m.method),
-            m.in_flight,
-            m.recent.finished(),
-            failed_cell(&m.recent),
-            mean(m.recent.mean_duration_seconds),
-            mean(m.recent.mean_first_frame_seconds),
-            m.total.success,
-            m.total.error,
-            m.total.timeout,
-            m.total.cancelled,
-            failed_cell(&m.total),
-        );
+    html! {
+        h3 {
+            "Calls from queries "
+            span.muted.small {
+                "(last " (window) " and since start; failed = error + timeout, cancelled = stopped before the remote finished: by the caller, an abort or a limit)"
+            }
+        }
+        @if used.is_empty() {
+            p.muted { "No calls yet." }
+        } @else {
+            table {
+                thead {
+                    tr {
+                        th { "Method" } th.num { "In flight" }
+                        th.num { "Calls (" (window) ")" } th.num { "Failed (" (window) ")" }
+                        th.num { "Mean time (" (window) ")" }
+                        th.num { "Mean first frame (" (window) ")" }
+                        th.num { "Succeeded" } th.num { "Errors" } th.num { "Timeouts" }
+                        th.num { "Cancelled" } th.num { "Failed (all)" }
+                    }
+                }
+                tbody {
+                    @for m in used {
+                        tr class=[(m.recent.failed() > 0).then_some("warning")] {
+                            td { (m.method) }
+                            td.num { (m.in_flight) }
+                            td.num { (m.recent.finished()) }
+                            td.num { (failed_cell(&m.recent)) }
+                            td.num { (mean(m.recent.mean_duration_seconds)) }
+                            td.num { (mean(m.recent.mean_first_frame_seconds)) }
+                            td.num { (m.total.success) }
+                            td.num { (m.total.error) }
+                            td.num { (m.total.timeout) }
+                            td.num { (m.total.cancelled) }
+                            td.num { (failed_cell(&m.total)) }
+                        }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</tbody></table>");
 }

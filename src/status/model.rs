@@ -17,6 +17,7 @@ use super::text;
 use crate::config::{Compression, Config, RemoteMode};
 use crate::metrics::MethodCalls;
 use crate::proto::thanos::Label;
+use crate::timefmt;
 use crate::upstream::{Api, Availability, Endpoint, Remote, RemoteInfo};
 
 /// The configuration in force, as the header summarises it.
@@ -206,7 +207,7 @@ pub struct TimeRange {
 
 impl TimeRange {
     fn new(min_time: i64, max_time: i64) -> Self {
-        let date = |ms: i64| text::is_bounded_ms(ms).then(|| text::rfc3339(ms.div_euclid(1000)));
+        let date = |ms: i64| text::is_bounded_ms(ms).then(|| timefmt::rfc3339(ms.div_euclid(1000)));
         Self {
             min_time,
             max_time,
@@ -467,7 +468,7 @@ impl Clock {
 
     fn moment_at_unix(&self, unix: f64) -> Moment {
         Moment {
-            at: text::rfc3339(unix.floor() as i64),
+            at: timefmt::rfc3339(unix.floor() as i64),
             age_seconds: (self.unix() - unix).max(0.0),
         }
     }
@@ -519,7 +520,7 @@ impl Snapshot {
             .saturating_duration_since(inputs.started_instant);
         Self {
             version: env!("CARGO_PKG_VERSION"),
-            generated_at: text::rfc3339(clock.unix().floor() as i64),
+            generated_at: timefmt::rfc3339(clock.unix().floor() as i64),
             generated_at_unix: clock.unix().floor() as i64,
             started_at: clock.moment_of(inputs.started).at,
             uptime_seconds: uptime.as_secs_f64(),
@@ -746,8 +747,8 @@ fn warnings(
         if let Some(c) = &tls.client_certificate {
             let when = format!(
                 "{} ({})",
-                text::human_date(c.not_after),
-                text::relative(-(c.expires_in_seconds as f64))
+                timefmt::human_date(c.not_after),
+                timefmt::relative(-(c.expires_in_seconds as f64))
             );
             match c.validity {
                 Validity::Valid => {}
@@ -759,7 +760,7 @@ fn warnings(
                 }
                 Validity::NotYetValid => warnings.push(format!(
                     "client certificate is not valid before {} (clock skew?)",
-                    text::human_date(c.not_before)
+                    timefmt::human_date(c.not_before)
                 )),
             }
         }
@@ -773,7 +774,7 @@ fn warnings(
             "{} of {} calls failed in the last {}",
             recent.failed(),
             recent.finished(),
-            text::span(calls.recent_window_seconds)
+            timefmt::span(calls.recent_window_seconds)
         );
         if let Some(ratio) = recent.error_ratio {
             warning.push_str(&format!(" ({})", text::percent(ratio)));
@@ -798,8 +799,8 @@ fn warnings(
             warnings.push(format!(
                 "endpoint {}: Info last checked {} (polled every {})",
                 e.address,
-                text::relative(check.age_seconds),
-                text::span(settings.info_interval_seconds)
+                timefmt::relative(check.age_seconds),
+                timefmt::span(settings.info_interval_seconds)
             ));
         }
     }

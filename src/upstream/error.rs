@@ -156,7 +156,7 @@ fn wall_clock(at: std::time::SystemTime) -> String {
     let unix = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    crate::status::text::human_date(unix)
+    crate::timefmt::human_date(unix)
 }
 
 /// Each replica and why it was not asked: `a:1: why; b:2: why`.
