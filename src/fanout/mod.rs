@@ -6,6 +6,7 @@
 //! merge -> response. A remote's failure is a value (a warning naming the
 //! remote, or an abort), never a panic.
 
+mod fallback;
 mod label_calls;
 pub mod merge;
 mod prefetch;

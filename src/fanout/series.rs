@@ -13,7 +13,8 @@
 //! A remote is given `timeout` to make progress, counted only while its pump
 //! waits for it: time blocked on a full channel (a slow caller, or a merge
 //! held back by another remote) is not the remote's fault. The caller's
-//! deadline bounds the whole call.
+//! deadline bounds the whole call. Getting the call under way (resending a
+//! call turned away unread, moving to a replica) is [`super::fallback`]'s.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -21,7 +22,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -31,10 +31,10 @@ use tonic::Streaming;
 use tracing::Instrument;
 
 use super::merge::{Frame, Merge};
-use super::prefetch;
 use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
+use super::{fallback, prefetch};
 use crate::config::LimitsConfig;
 use crate::labelset;
 use crate::metrics::Method;
@@ -148,7 +148,6 @@ impl Fanout {
             let pump = Pump {
                 forward: forward.clone(),
                 ctx: ctx.clone(),
-                timeout: endpoint.endpoint.timeout,
                 call: RemoteCall::new(endpoint, Method::Series),
                 intake,
                 tx,
@@ -175,8 +174,6 @@ impl Fanout {
 /// Reads one endpoint's stream into the merge's channel.
 struct Pump {
     call: RemoteCall,
-    /// Longest wait for the remote's next frame.
-    timeout: Duration,
     /// The request, sent again to a fallback endpoint.
     forward: SeriesRequest,
     ctx: RequestContext,
@@ -221,69 +218,27 @@ impl Pump {
         }
     }
 
-    /// Waits for the remote, up to `timeout`, unless the reader goes away.
+    /// Waits for the remote, up to its `timeout`, unless the reader goes
+    /// away.
     async fn wait<T>(
         &self,
         step: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, Stop> {
+        let timeout = self.call.selected.endpoint.timeout;
         let silent = || RemoteErrorKind::NoProgress {
-            timeout: self.timeout,
+            timeout,
             received: self.received,
             unit: "series",
         };
         self.call
-            .step(step, self.timeout, silent, self.tx.closed())
+            .step(step, timeout, silent, self.tx.closed())
             .await
     }
 
-    /// Opens the stream and waits for its first frame (None: it ended at
-    /// once). A stream the remote turned away unread is sent again on the
-    /// same endpoint, on a new connection, up to [`RESENDS`] times: a
-    /// graceful GOAWAY races the streams opened meanwhile, and HTTP/2 leaves
-    /// their retry to the client. For a remote in `mode: any`, another failure before the first
-    /// frame moves on to its next endpoint; the failed attempt is counted
-    /// and logged, and only the last failure is the remote's.
-    async fn open(
-        &mut self,
-    ) -> Result<(Streaming<SeriesFrame>, Option<SeriesFrame>, StreamLease), Stop> {
-        let mut resends = 0;
-        loop {
-            let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
-            // Held until the stream ends: it keeps the connection's windows
-            // large enough for every stream on it.
-            let (mut client, lease) = self.call.selected.endpoint.series_client();
-            let attempt = async {
-                let mut stream = self.wait(client.series(request)).await?.into_inner();
-                let first = self.wait(stream.message()).await?;
-                Ok((stream, first))
-            }
-            .await;
-            let error = match attempt {
-                Ok((stream, first)) => {
-                    self.call.first_frame();
-                    return Ok((stream, first, lease));
-                }
-                Err(Stop::Failed(error)) => error,
-                Err(stop) => return Err(stop),
-            };
-            if error.kind.unprocessed() && resends < RESENDS {
-                resends += 1;
-                tracing::debug!(%error, "sending the call again on a new connection");
-                lease.retire();
-                continue;
-            }
-            let Some(next) = self.call.selected.next() else {
-                return Err(Stop::Failed(error));
-            };
-            tracing::info!(%error, next = %next.endpoint.address, "trying the remote's next endpoint");
-            self.call.conclude(Err(Stop::Failed(error)));
-            self.intake = Intake::new(&self.forward, &next);
-            self.call = RemoteCall::new(next, Method::Series);
-        }
-    }
-
     async fn stream(&mut self) -> Result<(), Stop> {
-        let (mut stream, first, _lease) = self.open().await?;
+        // The lease is held until the stream ends: it keeps the connection's
+        // windows large enough for every stream on it.
+        let ((mut stream, first), _lease) = fallback::open(self).await?;
         let result = match first {
             Some(first) => match self.handle(first).await {
                 Ok(()) => self.read(&mut stream).await,
@@ -403,9 +358,32 @@ impl Pump {
     }
 }
 
-/// How many times a Series call the remote turned away unread (GOAWAY,
-/// REFUSED_STREAM) is sent again before it counts as failed.
-const RESENDS: usize = 2;
+impl fallback::Attempts for Pump {
+    /// The stream and its first frame (None: it ended at once).
+    type Opened = (Streaming<SeriesFrame>, Option<SeriesFrame>);
+
+    fn call(&mut self) -> &mut RemoteCall {
+        &mut self.call
+    }
+
+    async fn attempt(&mut self) -> (Result<Self::Opened, Stop>, StreamLease) {
+        let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
+        let (mut client, lease) = self.call.selected.endpoint.series_client();
+        let opened = async {
+            let mut stream = self.wait(client.series(request)).await?.into_inner();
+            let first = self.wait(stream.message()).await?;
+            Ok((stream, first))
+        }
+        .await;
+        (opened, lease)
+    }
+
+    fn next(&mut self) -> Option<Selected> {
+        let next = self.call.selected.next()?;
+        self.intake = Intake::new(&self.forward, &next);
+        Some(next)
+    }
+}
 
 /// Series buffered to strip labels go to the merge this many at a time.
 const BUFFERED_BATCH: usize = 64;

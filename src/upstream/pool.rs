@@ -209,6 +209,24 @@ impl Pool {
             shared: self.shared.clone(),
             id: connection.id,
             channel: connection.channel.clone(),
+            counted: true,
+        }
+    }
+
+    /// The connection for one unary call, as a lease that takes no stream's
+    /// place (a unary answer is read at once) but can retire the connection
+    /// if the remote turns the call away unread.
+    pub fn unary(&self) -> StreamLease {
+        let mut connections = self.shared.lock();
+        if connections.list.is_empty() {
+            self.shared.open(&mut connections);
+        }
+        let primary = &connections.list[0];
+        StreamLease {
+            shared: self.shared.clone(),
+            id: primary.id,
+            channel: primary.channel.clone(),
+            counted: false,
         }
     }
 
@@ -218,11 +236,14 @@ impl Pool {
     }
 }
 
-/// One Series stream's place on a connection.
+/// One stream's place on a connection (or, from [`Pool::unary`], a unary
+/// call's use of the primary).
 pub struct StreamLease {
     shared: Arc<Shared>,
     id: u64,
     channel: Channel,
+    /// Whether it holds one of the connection's stream places.
+    counted: bool,
 }
 
 impl StreamLease {
@@ -255,6 +276,9 @@ impl StreamLease {
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         let mut connections = self.shared.lock();
         let now = Instant::now();
         if let Some(connection) = connections.list.iter_mut().find(|c| c.id == self.id) {
