@@ -21,7 +21,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -35,6 +34,7 @@ use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
 use super::{fallback, prefetch};
+use crate::admission::{self, BufferBudget};
 use crate::config::LimitsConfig;
 use crate::labelset;
 use crate::metrics::Method;
@@ -303,15 +303,10 @@ impl Pump {
         let bytes = series.iter().map(Bytes::len).sum::<usize>() as u64;
         metrics.series_bytes_received.inc_by(bytes);
         self.bytes += bytes;
-        if self.bytes_limit > 0 && self.bytes > self.bytes_limit {
-            return Err(Stop::Failed(self.call.error(
-                RemoteErrorKind::TooManyBytes {
-                    limit: self.bytes_limit,
-                    received: self.received,
-                },
-            )));
+        match admission::remote_exceeds(self.bytes_limit, self.bytes, self.received) {
+            Some(exceeded) => Err(Stop::Failed(self.call.error(exceeded))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
@@ -327,10 +322,7 @@ impl Pump {
         if added > 0 && !self.buffered.hold(added) {
             // Not the remote's failure: the call as asked cannot be
             // answered within the bound, whatever the strategy.
-            self.exceeded = Some(format!(
-                "the answer needs more than limits.buffered_bytes_per_request ({} bytes) held in memory: remote {} does not remove replica labels itself (without_replica_labels), so its answer is held here to be sorted again after they are removed; narrow the query (fewer series or a shorter range)",
-                self.buffered.limit, self.call.selected.endpoint.remote,
-            ));
+            self.exceeded = Some(self.buffered.exceeded(&self.call.selected.endpoint.remote));
             return Err(Stop::Cancelled);
         }
         Ok(())
@@ -387,31 +379,6 @@ impl fallback::Attempts for Pump {
 
 /// Series buffered to strip labels go to the merge this many at a time.
 const BUFFERED_BATCH: usize = 64;
-
-/// The encoded bytes of series one request's endpoints hold to strip
-/// replica labels (`limits.buffered_bytes_per_request`; 0: no limit).
-/// Counted as they are taken and not given back when handed on, so the
-/// count bounds what the call holds at any moment.
-#[derive(Debug)]
-struct BufferBudget {
-    limit: u64,
-    held: AtomicU64,
-}
-
-impl BufferBudget {
-    fn new(limit: u64) -> Self {
-        Self {
-            limit,
-            held: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts `bytes` more held; false once past the limit.
-    fn hold(&self, bytes: u64) -> bool {
-        let held = self.held.fetch_add(bytes, AtomicOrdering::Relaxed) + bytes;
-        self.limit == 0 || held <= self.limit
-    }
-}
 
 /// Takes one endpoint's series as they arrive: checks them, does the local
 /// work, and hands back the ones ready to go, in order.
@@ -563,19 +530,7 @@ impl Output {
 
     /// Which of the request limits the answer so far is over, if any.
     fn exceeded(&self) -> Option<String> {
-        let limits = &self.limits;
-        [
-            ("series_per_request", "series", limits.series_per_request, self.sent),
-            ("chunks_per_request", "chunks", limits.chunks_per_request, self.chunks),
-            ("bytes_per_request", "bytes", limits.bytes_per_request, self.bytes),
-        ]
-        .into_iter()
-        .find(|&(_, _, limit, count)| limit > 0 && count > limit)
-        .map(|(key, unit, limit, _)| {
-            format!(
-                "the answer exceeds limits.{key} ({limit} {unit}); narrow the query (fewer series or a shorter range)"
-            )
-        })
+        admission::answer_exceeds(&self.limits, self.sent, self.chunks, self.bytes)
     }
 
     fn flush(&mut self) -> Option<SeriesFrame> {
@@ -951,16 +906,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn the_buffer_budget_counts_every_endpoint_of_the_request() {
-        let budget = BufferBudget::new(100);
-        assert!(budget.hold(60));
-        assert!(budget.hold(40), "up to the limit");
-        assert!(!budget.hold(1), "past it");
-        let unlimited = BufferBudget::new(0);
-        assert!(unlimited.hold(u64::MAX / 2) && unlimited.hold(1));
     }
 
     proptest! {

@@ -21,6 +21,8 @@
 //! a stalled stream holds in memory. Windows are fixed: hyper's adaptive
 //! (BDP) windows set the connection window to the same size as each stream's,
 //! so one stalled stream could take all of it.
+//!
+//! Listed, with every other limit on a call, in [`crate::admission`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
