@@ -3,6 +3,7 @@
 //! TLS, merging their answers the way a Thanos querier would.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod check;
 pub mod cli;

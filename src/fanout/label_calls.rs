@@ -1,21 +1,25 @@
 //! LabelNames and LabelValues: parallel unary calls to the selected
-//! endpoints, merged sorted and unique, cut to `limit`.
+//! endpoints, merged sorted and unique, cut to `limit`. Getting each call
+//! answered (resending one turned away unread, moving to a replica) is
+//! [`super::fallback`]'s, the answer being the call's first frame.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::remote::{RemoteCall, settle};
+use super::fallback;
+use super::remote::{RemoteCall, Stop, settle};
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
 use crate::labelset;
 use crate::metrics::Method;
 use crate::proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
-use crate::upstream::{RemoteError, RemoteErrorKind};
+use crate::upstream::{RemoteError, RemoteErrorKind, StreamLease};
 
 /// One endpoint's answer: its list and its warnings.
 type Answer = (Vec<String>, Vec<String>);
@@ -33,21 +37,22 @@ impl Fanout {
         plan.check_abort(abort)?;
         let limit = req.limit;
         let forward = LabelNamesRequest { hints: None, ..req };
+        let outgoing = ctx.clone();
         let (names, mut warnings) = gather(
             &ctx,
             plan.selected,
             abort,
             limit,
             Method::LabelNames,
-            |s, deadline| {
+            move |s: &Selected, deadline| {
                 let strip = if s.info.supports_without_replica_labels {
                     Vec::new()
                 } else {
                     forward.without_replica_labels.clone()
                 };
-                let request = ctx.outgoing(forward.clone(), Some(deadline));
-                let mut client = s.endpoint.store();
-                async move {
+                let request = outgoing.outgoing(forward.clone(), Some(deadline));
+                let (mut client, lease) = s.endpoint.store();
+                let answer = async move {
                     let resp = client.label_names(request).await?.into_inner();
                     let names = resp
                         .names
@@ -55,7 +60,8 @@ impl Fanout {
                         .filter(|n| !strip.contains(n))
                         .collect();
                     Ok((names, resp.warnings))
-                }
+                };
+                (answer, lease)
             },
         )
         .await?;
@@ -88,19 +94,21 @@ impl Fanout {
         plan.check_abort(abort)?;
         let limit = req.limit;
         let forward = LabelValuesRequest { hints: None, ..req };
+        let outgoing = ctx.clone();
         let (values, mut warnings) = gather(
             &ctx,
             plan.selected,
             abort,
             limit,
             Method::LabelValues,
-            |s, deadline| {
-                let request = ctx.outgoing(forward.clone(), Some(deadline));
-                let mut client = s.endpoint.store();
-                async move {
+            move |s: &Selected, deadline| {
+                let request = outgoing.outgoing(forward.clone(), Some(deadline));
+                let (mut client, lease) = s.endpoint.store();
+                let answer = async move {
                     let resp = client.label_values(request).await?.into_inner();
                     Ok((resp.values, resp.warnings))
-                }
+                };
+                (answer, lease)
             },
         )
         .await?;
@@ -115,6 +123,7 @@ impl Fanout {
 
 /// Calls every selected endpoint at once and merges the lists. With ABORT the
 /// first failure cancels the other calls (dropping the set aborts them).
+/// `call` sends the call to one endpoint with the deadline of the attempt.
 async fn gather<F, Fut>(
     ctx: &RequestContext,
     selected: Vec<Selected>,
@@ -124,59 +133,39 @@ async fn gather<F, Fut>(
     call: F,
 ) -> Result<Answer, FanoutError>
 where
-    F: Fn(&Selected, Instant) -> Fut,
+    F: Fn(&Selected, Instant) -> (Fut, StreamLease) + Send + Sync + 'static,
     Fut: Future<Output = Result<Answer, tonic::Status>> + Send + 'static,
 {
+    let call = Arc::new(call);
     let mut tasks = JoinSet::new();
     let mut by_task = HashMap::new();
     for s in selected {
-        // The endpoint, then (`mode: any`) the remote's others in turn.
-        let mut candidates = vec![s];
-        while let Some(next) = candidates.last().and_then(Selected::next) {
-            candidates.push(next);
-        }
-        let attempts: Vec<_> = candidates
-            .into_iter()
-            .map(|s| {
-                let deadline = ctx.deadline_for(&s.endpoint);
-                let limit = deadline.saturating_duration_since(Instant::now());
-                let fut = call(&s, deadline);
-                (s, fut, limit)
-            })
-            .collect();
-        let first = &attempts[0].0.endpoint;
-        let span = super::remote::span(method, first);
-        let endpoint = first.clone();
+        let span = super::remote::span(method, &s.endpoint);
+        let endpoint = s.endpoint.clone();
+        let mut unary = Unary {
+            call: RemoteCall::new(s, method),
+            ctx: ctx.clone(),
+            send: call.clone(),
+        };
         let task = tasks.spawn(
             async move {
-                let mut failure = None;
-                for (selected, fut, limit) in attempts {
-                    // Started only now: a fallback may never be called.
-                    let remote = RemoteCall::new(selected, method);
-                    let result = remote
-                        .wait(fut, limit, || RemoteErrorKind::NoAnswer(limit))
-                        .await;
-                    if result.is_ok() {
-                        remote.first_frame();
-                    }
-                    remote.finish(result.as_ref().map(|_| ()));
-                    match result {
+                match fallback::open(&mut unary).await {
+                    Ok(((values, warnings), _lease)) => {
+                        let remote = &unary.call;
+                        remote.finish(Ok(()));
                         // The remote's own warnings name it, like a stream's do.
-                        Ok((values, warnings)) => {
-                            let warnings: Vec<String> = warnings
-                                .into_iter()
-                                .map(|w| remote.error(RemoteErrorKind::Warning(w)).to_string())
-                                .collect();
-                            return Ok((values, warnings));
-                        }
-                        Err(error) => failure = Some(error),
+                        let warnings: Vec<String> = warnings
+                            .into_iter()
+                            .map(|w| remote.error(RemoteErrorKind::Warning(w)).to_string())
+                            .collect();
+                        Ok((values, warnings))
                     }
+                    Err(stop) => Err(unary.call.conclude(Err(stop)).unwrap_or_else(|| {
+                        unary
+                            .call
+                            .error(RemoteErrorKind::Internal("the call was cancelled".into()))
+                    })),
                 }
-                Err(failure.unwrap_or_else(|| RemoteError {
-                    remote: "?".into(),
-                    endpoint: "?".into(),
-                    kind: RemoteErrorKind::Internal("no endpoint to call".into()),
-                }))
             }
             .instrument(span),
         );
@@ -210,4 +199,40 @@ where
         values.truncate(limit as usize);
     }
     Ok((values, warnings))
+}
+
+/// One label call to one remote, as [`fallback::open`] drives it.
+struct Unary<F> {
+    call: RemoteCall,
+    ctx: RequestContext,
+    send: Arc<F>,
+}
+
+impl<F, Fut> fallback::Attempts for Unary<F>
+where
+    F: Fn(&Selected, Instant) -> (Fut, StreamLease) + Send + Sync + 'static,
+    Fut: Future<Output = Result<Answer, tonic::Status>> + Send + 'static,
+{
+    type Opened = Answer;
+
+    fn call(&mut self) -> &mut RemoteCall {
+        &mut self.call
+    }
+
+    async fn attempt(&mut self) -> (Result<Answer, Stop>, StreamLease) {
+        // Each attempt's own deadline: see `fallback` on timeouts.
+        let deadline = self.ctx.deadline_for(&self.call.selected.endpoint);
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let (answer, lease) = (self.send)(&self.call.selected, deadline);
+        let answer = self
+            .call
+            .wait(answer, limit, || RemoteErrorKind::NoAnswer(limit))
+            .await
+            .map_err(Stop::from);
+        (answer, lease)
+    }
+
+    fn next(&mut self) -> Option<Selected> {
+        self.call.selected.next()
+    }
 }

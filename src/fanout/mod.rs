@@ -3,9 +3,10 @@
 //! their answers, and apply the partial-response strategy.
 //!
 //! Data flows one way: request -> [`Fanout::plan`] -> per-endpoint calls ->
-//! merge -> response. A remote's failure is a value (a warning naming the
+//! merge -> response. What bounds a call is [`crate::admission`]'s. A remote's failure is a value (a warning naming the
 //! remote, or an abort), never a panic.
 
+mod fallback;
 mod label_calls;
 pub mod merge;
 mod prefetch;
@@ -24,6 +25,7 @@ pub use prefetch::Prefetch;
 pub use series::SeriesStream;
 pub use streamed::ApiStream;
 
+use crate::admission::{self, RemoteSlot};
 use crate::config::{LimitsConfig, RemoteMode};
 use crate::labelset::{Matcher, label_sets_match};
 use crate::proto::thanos::PartialResponseStrategy;
@@ -103,7 +105,7 @@ struct Selected {
     fallbacks: Vec<Selected>,
     /// Its place among the remote's calls in progress, held until the call
     /// (and every copy of this) is done.
-    _slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    _slot: RemoteSlot,
 }
 
 impl Selected {
@@ -184,16 +186,14 @@ impl Fanout {
             let candidate = Candidate::of(&endpoint, &matches);
             match endpoint.mode {
                 RemoteMode::All => match candidate {
-                    Candidate::Ask(info) => match endpoint.admit() {
+                    Candidate::Ask(info) => match admission::admit_endpoint(&endpoint) {
                         Ok(slot) => plan.selected.push(Selected {
                             endpoint,
                             info,
                             fallbacks: Vec::new(),
                             _slot: slot,
                         }),
-                        Err(limit) => plan
-                            .skipped
-                            .push(endpoint.error(RemoteErrorKind::Busy { limit })),
+                        Err(busy) => plan.skipped.push(busy),
                     },
                     Candidate::Skip(error) => plan.skipped.push(error),
                     Candidate::HoldsNothing | Candidate::Irrelevant => {}
@@ -259,14 +259,12 @@ enum Candidate {
 impl Candidate {
     fn of(endpoint: &Endpoint, matches: &impl Fn(&RemoteInfo) -> bool) -> Self {
         match endpoint.availability() {
-            Availability::Queryable(info) if matches(&info) => match endpoint.breaker.admits() {
-                Ok(()) => Self::Ask(info),
-                Err(open) => Self::Skip(endpoint.error(RemoteErrorKind::CircuitOpen {
-                    failures: open.failures,
-                    until: open.until,
-                    last_error: open.last_error,
-                })),
-            },
+            Availability::Queryable(info) if matches(&info) => {
+                match admission::admit_breaker(endpoint) {
+                    Ok(()) => Self::Ask(info),
+                    Err(open) => Self::Skip(open),
+                }
+            }
             Availability::Queryable(_) => Self::HoldsNothing,
             Availability::Down { last_info, why } if last_info.as_deref().is_none_or(matches) => {
                 Self::Skip(endpoint.error(RemoteErrorKind::NotQueried(why)))
@@ -320,11 +318,10 @@ impl ReplicaSet {
         let first = turn % self.ask.len();
         self.ask.rotate_left(first);
         // The replicas share the remote's limit: one place for the call.
-        let slot = match self.ask[0].0.admit() {
+        let slot = match admission::admit_endpoint(&self.ask[0].0) {
             Ok(slot) => slot,
-            Err(limit) => {
-                plan.skipped
-                    .push(self.ask[0].0.error(RemoteErrorKind::Busy { limit }));
+            Err(busy) => {
+                plan.skipped.push(busy);
                 return;
             }
         };

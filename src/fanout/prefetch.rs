@@ -14,6 +14,8 @@
 //! many remote calls wait for room, so an operator can tell a budget that is
 //! too small (calls waiting on the process's budget) from readers that are
 //! slow (calls waiting on their own call's share).
+//!
+//! Listed, with every other limit on a call, in [`crate::admission`].
 
 use std::pin::Pin;
 use std::sync::Arc;

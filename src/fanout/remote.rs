@@ -78,6 +78,10 @@ impl RemoteCall {
         }
     }
 
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
     /// Counts the call as ended with `outcome`, unless it already was.
     fn count(&self, outcome: Outcome) {
         if self.counted.swap(true, Ordering::Relaxed) {

@@ -13,15 +13,14 @@
 //! A remote is given `timeout` to make progress, counted only while its pump
 //! waits for it: time blocked on a full channel (a slow caller, or a merge
 //! held back by another remote) is not the remote's fault. The caller's
-//! deadline bounds the whole call.
+//! deadline bounds the whole call. Getting the call under way (resending a
+//! call turned away unread, moving to a replica) is [`super::fallback`]'s.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -31,10 +30,11 @@ use tonic::Streaming;
 use tracing::Instrument;
 
 use super::merge::{Frame, Merge};
-use super::prefetch;
 use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::shard::ShardMatcher;
 use super::{Fanout, FanoutError, RequestContext, Selected, aborts};
+use super::{fallback, prefetch};
+use crate::admission::{self, BufferBudget};
 use crate::config::LimitsConfig;
 use crate::labelset;
 use crate::metrics::Method;
@@ -148,7 +148,6 @@ impl Fanout {
             let pump = Pump {
                 forward: forward.clone(),
                 ctx: ctx.clone(),
-                timeout: endpoint.endpoint.timeout,
                 call: RemoteCall::new(endpoint, Method::Series),
                 intake,
                 tx,
@@ -175,8 +174,6 @@ impl Fanout {
 /// Reads one endpoint's stream into the merge's channel.
 struct Pump {
     call: RemoteCall,
-    /// Longest wait for the remote's next frame.
-    timeout: Duration,
     /// The request, sent again to a fallback endpoint.
     forward: SeriesRequest,
     ctx: RequestContext,
@@ -221,69 +218,27 @@ impl Pump {
         }
     }
 
-    /// Waits for the remote, up to `timeout`, unless the reader goes away.
+    /// Waits for the remote, up to its `timeout`, unless the reader goes
+    /// away.
     async fn wait<T>(
         &self,
         step: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, Stop> {
+        let timeout = self.call.selected.endpoint.timeout;
         let silent = || RemoteErrorKind::NoProgress {
-            timeout: self.timeout,
+            timeout,
             received: self.received,
             unit: "series",
         };
         self.call
-            .step(step, self.timeout, silent, self.tx.closed())
+            .step(step, timeout, silent, self.tx.closed())
             .await
     }
 
-    /// Opens the stream and waits for its first frame (None: it ended at
-    /// once). A stream the remote turned away unread is sent again on the
-    /// same endpoint, on a new connection, up to [`RESENDS`] times: a
-    /// graceful GOAWAY races the streams opened meanwhile, and HTTP/2 leaves
-    /// their retry to the client. For a remote in `mode: any`, another failure before the first
-    /// frame moves on to its next endpoint; the failed attempt is counted
-    /// and logged, and only the last failure is the remote's.
-    async fn open(
-        &mut self,
-    ) -> Result<(Streaming<SeriesFrame>, Option<SeriesFrame>, StreamLease), Stop> {
-        let mut resends = 0;
-        loop {
-            let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
-            // Held until the stream ends: it keeps the connection's windows
-            // large enough for every stream on it.
-            let (mut client, lease) = self.call.selected.endpoint.series_client();
-            let attempt = async {
-                let mut stream = self.wait(client.series(request)).await?.into_inner();
-                let first = self.wait(stream.message()).await?;
-                Ok((stream, first))
-            }
-            .await;
-            let error = match attempt {
-                Ok((stream, first)) => {
-                    self.call.first_frame();
-                    return Ok((stream, first, lease));
-                }
-                Err(Stop::Failed(error)) => error,
-                Err(stop) => return Err(stop),
-            };
-            if error.kind.unprocessed() && resends < RESENDS {
-                resends += 1;
-                tracing::debug!(%error, "sending the call again on a new connection");
-                lease.retire();
-                continue;
-            }
-            let Some(next) = self.call.selected.next() else {
-                return Err(Stop::Failed(error));
-            };
-            tracing::info!(%error, next = %next.endpoint.address, "trying the remote's next endpoint");
-            self.call.conclude(Err(Stop::Failed(error)));
-            self.intake = Intake::new(&self.forward, &next);
-            self.call = RemoteCall::new(next, Method::Series);
-        }
-    }
-
     async fn stream(&mut self) -> Result<(), Stop> {
-        let (mut stream, first, _lease) = self.open().await?;
+        // The lease is held until the stream ends: it keeps the connection's
+        // windows large enough for every stream on it.
+        let ((mut stream, first), _lease) = fallback::open(self).await?;
         let result = match first {
             Some(first) => match self.handle(first).await {
                 Ok(()) => self.read(&mut stream).await,
@@ -348,15 +303,10 @@ impl Pump {
         let bytes = series.iter().map(Bytes::len).sum::<usize>() as u64;
         metrics.series_bytes_received.inc_by(bytes);
         self.bytes += bytes;
-        if self.bytes_limit > 0 && self.bytes > self.bytes_limit {
-            return Err(Stop::Failed(self.call.error(
-                RemoteErrorKind::TooManyBytes {
-                    limit: self.bytes_limit,
-                    received: self.received,
-                },
-            )));
+        match admission::remote_exceeds(self.bytes_limit, self.bytes, self.received) {
+            Some(exceeded) => Err(Stop::Failed(self.call.error(exceeded))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn accept(&mut self, series: Bytes) -> Result<(), Stop> {
@@ -372,10 +322,7 @@ impl Pump {
         if added > 0 && !self.buffered.hold(added) {
             // Not the remote's failure: the call as asked cannot be
             // answered within the bound, whatever the strategy.
-            self.exceeded = Some(format!(
-                "the answer needs more than limits.buffered_bytes_per_request ({} bytes) held in memory: remote {} does not remove replica labels itself (without_replica_labels), so its answer is held here to be sorted again after they are removed; narrow the query (fewer series or a shorter range)",
-                self.buffered.limit, self.call.selected.endpoint.remote,
-            ));
+            self.exceeded = Some(self.buffered.exceeded(&self.call.selected.endpoint.remote));
             return Err(Stop::Cancelled);
         }
         Ok(())
@@ -403,37 +350,35 @@ impl Pump {
     }
 }
 
-/// How many times a Series call the remote turned away unread (GOAWAY,
-/// REFUSED_STREAM) is sent again before it counts as failed.
-const RESENDS: usize = 2;
+impl fallback::Attempts for Pump {
+    /// The stream and its first frame (None: it ended at once).
+    type Opened = (Streaming<SeriesFrame>, Option<SeriesFrame>);
+
+    fn call(&mut self) -> &mut RemoteCall {
+        &mut self.call
+    }
+
+    async fn attempt(&mut self) -> (Result<Self::Opened, Stop>, StreamLease) {
+        let request = self.ctx.outgoing(self.forward.clone(), self.ctx.deadline);
+        let (mut client, lease) = self.call.selected.endpoint.series_client();
+        let opened = async {
+            let mut stream = self.wait(client.series(request)).await?.into_inner();
+            let first = self.wait(stream.message()).await?;
+            Ok((stream, first))
+        }
+        .await;
+        (opened, lease)
+    }
+
+    fn next(&mut self) -> Option<Selected> {
+        let next = self.call.selected.next()?;
+        self.intake = Intake::new(&self.forward, &next);
+        Some(next)
+    }
+}
 
 /// Series buffered to strip labels go to the merge this many at a time.
 const BUFFERED_BATCH: usize = 64;
-
-/// The encoded bytes of series one request's endpoints hold to strip
-/// replica labels (`limits.buffered_bytes_per_request`; 0: no limit).
-/// Counted as they are taken and not given back when handed on, so the
-/// count bounds what the call holds at any moment.
-#[derive(Debug)]
-struct BufferBudget {
-    limit: u64,
-    held: AtomicU64,
-}
-
-impl BufferBudget {
-    fn new(limit: u64) -> Self {
-        Self {
-            limit,
-            held: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts `bytes` more held; false once past the limit.
-    fn hold(&self, bytes: u64) -> bool {
-        let held = self.held.fetch_add(bytes, AtomicOrdering::Relaxed) + bytes;
-        self.limit == 0 || held <= self.limit
-    }
-}
 
 /// Takes one endpoint's series as they arrive: checks them, does the local
 /// work, and hands back the ones ready to go, in order.
@@ -585,19 +530,7 @@ impl Output {
 
     /// Which of the request limits the answer so far is over, if any.
     fn exceeded(&self) -> Option<String> {
-        let limits = &self.limits;
-        [
-            ("series_per_request", "series", limits.series_per_request, self.sent),
-            ("chunks_per_request", "chunks", limits.chunks_per_request, self.chunks),
-            ("bytes_per_request", "bytes", limits.bytes_per_request, self.bytes),
-        ]
-        .into_iter()
-        .find(|&(_, _, limit, count)| limit > 0 && count > limit)
-        .map(|(key, unit, limit, _)| {
-            format!(
-                "the answer exceeds limits.{key} ({limit} {unit}); narrow the query (fewer series or a shorter range)"
-            )
-        })
+        admission::answer_exceeds(&self.limits, self.sent, self.chunks, self.bytes)
     }
 
     fn flush(&mut self) -> Option<SeriesFrame> {
@@ -973,16 +906,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn the_buffer_budget_counts_every_endpoint_of_the_request() {
-        let budget = BufferBudget::new(100);
-        assert!(budget.hold(60));
-        assert!(budget.hold(40), "up to the limit");
-        assert!(!budget.hold(1), "past it");
-        let unlimited = BufferBudget::new(0);
-        assert!(unlimited.hold(u64::MAX / 2) && unlimited.hold(1));
     }
 
     proptest! {

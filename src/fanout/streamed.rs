@@ -12,11 +12,12 @@
 //! warning under WARN and ends the call with `Aborted` under ABORT, which
 //! cancels the other calls. A remote is given `timeout` to make progress,
 //! counted while we wait for it; the caller's deadline bounds the call.
+//! Getting a call under way (resending one turned away unread, moving to a
+//! replica) is [`super::fallback`]'s.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures::Stream;
 use futures::future::BoxFuture;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::fallback;
 use super::remote::{RemoteCall, Stop, settle, within_deadline};
 use super::{Fanout, FanoutError, Plan, RequestContext, Selected, aborts, selectors};
 use crate::metrics::Method;
@@ -271,8 +273,7 @@ impl Fanout {
             };
             let span = super::remote::span(A::METHOD, &first.endpoint);
             let pump = Pump::<A> {
-                timeout: first.endpoint.timeout,
-                request: Some(request),
+                request,
                 fallbacks: attempts,
                 ctx: ctx.clone(),
                 call: RemoteCall::new(first, A::METHOD),
@@ -308,9 +309,9 @@ enum Event<R> {
 /// Reads one endpoint's stream into the output's channel.
 struct Pump<A: StreamedApi> {
     call: RemoteCall,
-    timeout: Duration,
     ctx: RequestContext,
-    request: Option<A::Request>,
+    /// The request for the endpoint being tried.
+    request: A::Request,
     /// Endpoints to try in turn if this one fails before its first frame.
     fallbacks: VecDeque<(Selected, A::Request)>,
     tx: mpsc::Sender<Event<A::Response>>,
@@ -336,67 +337,26 @@ impl<A: StreamedApi> Pump<A> {
         }
     }
 
-    /// Waits for the remote, up to `timeout`, unless the reader goes away.
+    /// Waits for the remote, up to its `timeout`, unless the reader goes
+    /// away.
     async fn wait<T>(
         &self,
         step: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, Stop> {
+        let timeout = self.call.selected.endpoint.timeout;
         let silent = || RemoteErrorKind::NoProgress {
-            timeout: self.timeout,
+            timeout,
             received: self.received,
             unit: A::UNIT,
         };
         self.call
-            .step(step, self.timeout, silent, self.tx.closed())
+            .step(step, timeout, silent, self.tx.closed())
             .await
     }
 
-    /// Opens the stream and waits for its first frame, moving on to the
-    /// next endpoint (`mode: any`) if that fails.
-    async fn open(
-        &mut self,
-    ) -> Result<
-        (
-            tonic::Streaming<A::Response>,
-            Option<A::Response>,
-            StreamLease,
-        ),
-        Stop,
-    > {
-        loop {
-            let Some(message) = self.request.take() else {
-                return Err(Stop::Cancelled);
-            };
-            let request = self.ctx.outgoing(message, self.ctx.deadline);
-            // Held until the stream ends, like a Series stream's.
-            let (opening, lease) = A::open(&self.call.selected.endpoint, request);
-            let attempt = async {
-                let mut stream = self.wait(opening).await?;
-                let first = self.wait(stream.message()).await?;
-                Ok((stream, first))
-            }
-            .await;
-            let error = match attempt {
-                Ok((stream, first)) => {
-                    self.call.first_frame();
-                    return Ok((stream, first, lease));
-                }
-                Err(Stop::Failed(error)) => error,
-                Err(stop) => return Err(stop),
-            };
-            let Some((next, request)) = self.fallbacks.pop_front() else {
-                return Err(Stop::Failed(error));
-            };
-            tracing::info!(%error, next = %next.endpoint.address, "trying the remote's next endpoint");
-            self.call.conclude(Err(Stop::Failed(error)));
-            self.timeout = next.endpoint.timeout;
-            self.call = RemoteCall::new(next, A::METHOD);
-            self.request = Some(request);
-        }
-    }
-
     async fn stream(&mut self) -> Result<(), Stop> {
-        let (mut stream, mut next, _lease) = self.open().await?;
+        // Held until the stream ends, like a Series stream's.
+        let ((mut stream, mut next), _lease) = fallback::open(self).await?;
         while let Some(response) = next {
             let event = match A::classify(response) {
                 Frame::Item(item) => {
@@ -414,6 +374,32 @@ impl<A: StreamedApi> Pump<A> {
             next = self.wait(stream.message()).await?;
         }
         Ok(())
+    }
+}
+
+impl<A: StreamedApi> fallback::Attempts for Pump<A> {
+    type Opened = (tonic::Streaming<A::Response>, Option<A::Response>);
+
+    fn call(&mut self) -> &mut RemoteCall {
+        &mut self.call
+    }
+
+    async fn attempt(&mut self) -> (Result<Self::Opened, Stop>, StreamLease) {
+        let request = self.ctx.outgoing(self.request.clone(), self.ctx.deadline);
+        let (opening, lease) = A::open(&self.call.selected.endpoint, request);
+        let opened = async {
+            let mut stream = self.wait(opening).await?;
+            let first = self.wait(stream.message()).await?;
+            Ok((stream, first))
+        }
+        .await;
+        (opened, lease)
+    }
+
+    fn next(&mut self) -> Option<Selected> {
+        let (next, request) = self.fallbacks.pop_front()?;
+        self.request = request;
+        Some(next)
     }
 }
 

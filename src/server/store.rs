@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
 use super::observed::Observed;
 use super::{call_span, request_context, status};
+use crate::admission::SeriesSlots;
 use crate::fanout::Fanout;
 use crate::metrics::{Method, ServerMetrics};
 use crate::proto::relay::store_server::Store;
@@ -22,8 +22,7 @@ use crate::wire::SeriesFrame;
 pub struct StoreService {
     fanout: Arc<Fanout>,
     metrics: ServerMetrics,
-    /// One permit per Series call in progress (`limits.concurrent_series_calls`).
-    series_slots: Option<Arc<Semaphore>>,
+    series_slots: SeriesSlots,
 }
 
 impl StoreService {
@@ -31,26 +30,14 @@ impl StoreService {
         Self {
             fanout,
             metrics,
-            series_slots: None,
+            series_slots: SeriesSlots::default(),
         }
     }
 
     /// Serves at most `calls` Series calls at once (0: no limit).
     pub fn with_concurrent_series_calls(mut self, calls: usize) -> Self {
-        self.series_slots = (calls > 0).then(|| Arc::new(Semaphore::new(calls)));
+        self.series_slots = SeriesSlots::new(calls);
         self
-    }
-
-    /// A permit for one more Series call, or the refusal.
-    fn series_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Status> {
-        let Some(slots) = &self.series_slots else {
-            return Ok(None);
-        };
-        slots.clone().try_acquire_owned().map(Some).map_err(|_| {
-            Status::resource_exhausted(
-                "thanos-fanout is serving limits.concurrent_series_calls Series calls already; retry later or raise the limit",
-            )
-        })
     }
 
     fn finish<T>(&self, method: Method, started: Instant, result: &Result<T, Status>) {
@@ -69,7 +56,7 @@ impl Store for StoreService {
         request: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
         let started = Instant::now();
-        let slot = match self.series_slot() {
+        let slot = match self.series_slots.admit() {
             Ok(slot) => slot,
             Err(refused) => {
                 self.finish(Method::Series, started, &Err::<(), _>(refused.clone()));

@@ -5,6 +5,8 @@
 //! has passed, calls go to it again; the first to succeed closes the
 //! breaker, the first to fail opens it for the next, longer back-off.
 //! Skipping is reported as a warning naming the endpoint and until when.
+//!
+//! Listed, with every other limit on a call, in [`crate::admission`].
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};

@@ -268,14 +268,18 @@ stream_clients! {
 }
 
 impl Endpoint {
-    /// A Store client for unary calls (LabelNames, LabelValues); cheap.
-    pub fn store(&self) -> StoreClient<RemoteChannel> {
-        client!(
+    /// A Store client for unary calls (LabelNames, LabelValues); cheap. The
+    /// lease retires its connection if the remote turns a call away unread.
+    pub fn store(&self) -> (StoreClient<RemoteChannel>, StreamLease) {
+        let lease = self.pool.unary();
+        let channel = self.channel(lease.channel());
+        let client = client!(
             StoreClient,
-            self.channel(self.pool.primary()),
+            channel,
             self.compression,
             self.max_message_bytes
-        )
+        );
+        (client, lease)
     }
 
     fn channel(&self, channel: Channel) -> RemoteChannel {

@@ -21,6 +21,8 @@
 //! a stalled stream holds in memory. Windows are fixed: hyper's adaptive
 //! (BDP) windows set the connection window to the same size as each stream's,
 //! so one stalled stream could take all of it.
+//!
+//! Listed, with every other limit on a call, in [`crate::admission`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -209,6 +211,24 @@ impl Pool {
             shared: self.shared.clone(),
             id: connection.id,
             channel: connection.channel.clone(),
+            counted: true,
+        }
+    }
+
+    /// The connection for one unary call, as a lease that takes no stream's
+    /// place (a unary answer is read at once) but can retire the connection
+    /// if the remote turns the call away unread.
+    pub fn unary(&self) -> StreamLease {
+        let mut connections = self.shared.lock();
+        if connections.list.is_empty() {
+            self.shared.open(&mut connections);
+        }
+        let primary = &connections.list[0];
+        StreamLease {
+            shared: self.shared.clone(),
+            id: primary.id,
+            channel: primary.channel.clone(),
+            counted: false,
         }
     }
 
@@ -218,11 +238,14 @@ impl Pool {
     }
 }
 
-/// One Series stream's place on a connection.
+/// One stream's place on a connection (or, from [`Pool::unary`], a unary
+/// call's use of the primary).
 pub struct StreamLease {
     shared: Arc<Shared>,
     id: u64,
     channel: Channel,
+    /// Whether it holds one of the connection's stream places.
+    counted: bool,
 }
 
 impl StreamLease {
@@ -255,6 +278,9 @@ impl StreamLease {
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         let mut connections = self.shared.lock();
         let now = Instant::now();
         if let Some(connection) = connections.list.iter_mut().find(|c| c.id == self.id) {

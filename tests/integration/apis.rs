@@ -1312,3 +1312,83 @@ async fn a_down_replica_in_any_mode_is_silent_while_another_answers() {
         assert_eq!(got.items.len(), 1);
     }
 }
+
+#[tokio::test]
+async fn streamed_calls_fall_back_before_the_first_frame_and_never_after() {
+    let s0 = start_sidecar(
+        &[("cluster", "a"), ("replica", "0")],
+        2,
+        &["requests_total"],
+    )
+    .await;
+    let s1 = start_sidecar(
+        &[("cluster", "a"), ("replica", "1")],
+        2,
+        &["requests_total"],
+    )
+    .await;
+    let running = start_fanout(config(vec![RemoteConfig {
+        targets: vec![s0.addr.to_string(), s1.addr.to_string()],
+        mode: thanos_fanout::config::RemoteMode::Any,
+        timeout: Duration::from_millis(500),
+        ..remote("a", s0.addr, None)
+    }]))
+    .await;
+    let calls = || s0.script.calls.load(Ordering::SeqCst) + s1.script.calls.load(Ordering::SeqCst);
+
+    // Before the first frame: refused, or silent past the remote's timeout.
+    // Concurrent Rules and Exemplars calls, half of them starting on s0, are
+    // answered whole by s1 without a warning, under ABORT too.
+    for reply in [
+        Reply::Fail(tonic::Code::Unavailable, "restarting".into()),
+        Reply::Hang,
+    ] {
+        *s0.script.reply.lock().unwrap() = reply.clone();
+        for strategy in [
+            PartialResponseStrategy::Warn,
+            PartialResponseStrategy::Abort,
+        ] {
+            let (groups, found) = futures::future::join(
+                futures::future::join_all((0..3).map(|_| rules(&running, strategy))),
+                futures::future::join_all(
+                    (0..3).map(|_| exemplars(&running, r#"requests_total{cluster="a"}"#)),
+                ),
+            )
+            .await;
+            for got in groups {
+                let got = got.unwrap_or_else(|e| panic!("{reply:?} {strategy:?}: {e}"));
+                assert!(got.warnings.is_empty(), "{reply:?}: {:?}", got.warnings);
+                assert_eq!(got.items.len(), 2, "{reply:?}: one replica's groups");
+                assert!(got.items.iter().all(|g| group_cluster(g) == "a"));
+            }
+            for got in found {
+                let got = got.unwrap_or_else(|e| panic!("{reply:?}: {e}"));
+                assert!(got.warnings.is_empty(), "{reply:?}: {:?}", got.warnings);
+                assert_eq!(got.items.len(), 1);
+                let labels = &got.items[0].series_labels.as_ref().unwrap().labels;
+                assert_eq!(value(labels, "replica"), "1");
+            }
+        }
+    }
+
+    // After the first frame: the replica asked keeps the call, its silence
+    // is a warning and the other replica is not asked.
+    for s in [&s0, &s1] {
+        *s.script.reply.lock().unwrap() = Reply::DataThenHang;
+    }
+    let before = calls();
+    let answers =
+        futures::future::join_all((0..4).map(|_| rules(&running, PartialResponseStrategy::Warn)))
+            .await;
+    for got in answers {
+        let got = got.unwrap();
+        assert_eq!(got.items.len(), 2, "one replica's groups");
+        assert_eq!(got.warnings.len(), 1, "{:?}", got.warnings);
+        assert!(
+            got.warnings[0].contains("sent nothing for 0.5s (its timeout) after 2 rule groups"),
+            "{}",
+            got.warnings[0]
+        );
+    }
+    assert_eq!(calls() - before, 4, "one remote call per call");
+}

@@ -94,6 +94,10 @@ pub struct Script {
     pub info_time_range: Mutex<Option<(i64, i64)>>,
     /// The `grpc-timeout` of every Series call, if it had one.
     pub grpc_timeouts: Mutex<Vec<Option<String>>>,
+    /// Label calls are accepted and never answered.
+    pub labels_hang: AtomicBool,
+    /// A warning label calls answer with, besides their data.
+    pub label_warning: Mutex<Option<String>>,
 }
 
 impl Script {
@@ -267,7 +271,10 @@ impl Store for Fake {
         if let SeriesScript::Fail(code, msg) = self.script.series.lock().expect("lock").clone() {
             return Err(Status::new(code, msg));
         }
-        Store::label_names(&self.inner, request).await
+        self.labels_answer(Store::label_names(&self.inner, request).await, |a| {
+            &mut a.warnings
+        })
+        .await
     }
 
     async fn label_values(
@@ -278,7 +285,28 @@ impl Store for Fake {
         if let SeriesScript::Fail(code, msg) = self.script.series.lock().expect("lock").clone() {
             return Err(Status::new(code, msg));
         }
-        Store::label_values(&self.inner, request).await
+        self.labels_answer(Store::label_values(&self.inner, request).await, |a| {
+            &mut a.warnings
+        })
+        .await
+    }
+}
+
+impl Fake {
+    /// A label call's answer as the script has it: never, or with its warning.
+    async fn labels_answer<T>(
+        &self,
+        answer: Result<Response<T>, Status>,
+        warnings: fn(&mut T) -> &mut Vec<String>,
+    ) -> Result<Response<T>, Status> {
+        if self.script.labels_hang.load(Ordering::SeqCst) {
+            futures::future::pending::<()>().await;
+        }
+        let mut answer = answer?;
+        if let Some(warning) = self.script.label_warning.lock().expect("lock").clone() {
+            warnings(answer.get_mut()).push(warning);
+        }
+        Ok(answer)
     }
 }
 

@@ -359,3 +359,154 @@ async fn a_call_to_a_remote_takes_one_place_whatever_its_replicas() {
     assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
     assert_eq!(answer.series.len(), 3);
 }
+
+/// `n` Series calls at once under `strategy`.
+async fn concurrent_series(
+    running: &thanos_fanout::app::Running,
+    n: usize,
+    strategy: PartialResponseStrategy,
+) -> Vec<Answer> {
+    let client = client(running).await;
+    let calls = (0..n).map(|_| {
+        let mut client = client.clone();
+        let mut req = up();
+        req.partial_response_strategy = strategy as i32;
+        async move { call_series(&mut client, req).await }
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|e| panic!("{strategy:?}: {e}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn series_fall_back_before_the_first_frame_and_never_after() {
+    let (r0, r1, running) = ha_pair(RemoteMode::Any).await;
+    // Before the first frame: refused, or silent past the remote's timeout.
+    // Concurrent calls, half of them starting on r0, are answered whole by
+    // r1 without a warning; the replica tried after a silent one gets a
+    // full timeout of its own, which its slow first frame needs.
+    r1.script
+        .set(SeriesScript::Drip(Duration::from_millis(300)));
+    for script in [
+        SeriesScript::Fail(tonic::Code::Unavailable, "restarting".into()),
+        SeriesScript::Hang,
+    ] {
+        r0.script.set(script);
+        for strategy in [
+            PartialResponseStrategy::Warn,
+            PartialResponseStrategy::Abort,
+        ] {
+            for answer in concurrent_series(&running, 4, strategy).await {
+                assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+                assert_eq!(answer.label_values("replica"), ["1", "1", "1"]);
+            }
+        }
+    }
+    // After the first frame: the replica asked keeps the call, its failure
+    // is a warning and the other replica is not asked.
+    for r in [&r0, &r1] {
+        r.script.set(SeriesScript::PartThenHang(1));
+    }
+    let before = r0.script.series_calls() + r1.script.series_calls();
+    for answer in concurrent_series(&running, 4, PartialResponseStrategy::Warn).await {
+        assert_eq!(answer.series.len(), 1, "{:?}", answer.series);
+        assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+        assert!(
+            answer.warnings[0].contains("sent nothing for 0.5s (its timeout) after 1 series"),
+            "{}",
+            answer.warnings[0]
+        );
+    }
+    assert_eq!(
+        r0.script.series_calls() + r1.script.series_calls() - before,
+        4,
+        "one remote call per call"
+    );
+}
+
+#[tokio::test]
+async fn label_calls_fall_back_before_their_answer_and_never_after() {
+    let (r0, r1, running) = ha_pair(RemoteMode::Any).await;
+    let client = client(&running).await;
+    let names = |client: &thanos_fanout::proto::thanos::store_client::StoreClient<_>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .label_names(LabelNamesRequest {
+                    start: i64::MIN,
+                    end: i64::MAX,
+                    partial_response_strategy: PartialResponseStrategy::Abort as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let values = |client: &thanos_fanout::proto::thanos::store_client::StoreClient<_>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .label_values(LabelValuesRequest {
+                    label: "replica".into(),
+                    start: i64::MIN,
+                    end: i64::MAX,
+                    partial_response_strategy: PartialResponseStrategy::Abort as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // Before the answer: refused, or silent past the remote's timeout (the
+    // replica tried next gets a full timeout, not what r0 left of it).
+    // Concurrent calls of both kinds, under ABORT, are answered by r1.
+    for hang in [false, true] {
+        r0.script.labels_hang.store(hang, Ordering::SeqCst);
+        r0.script.set(if hang {
+            SeriesScript::Normal
+        } else {
+            SeriesScript::Fail(tonic::Code::Unavailable, "restarting".into())
+        });
+        let (n, v) = futures::future::join(
+            futures::future::join_all((0..3).map(|_| names(&client))),
+            futures::future::join_all((0..3).map(|_| values(&client))),
+        )
+        .await;
+        for answer in n {
+            let answer = answer.unwrap_or_else(|e| panic!("hang {hang}: {e}"));
+            assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+            assert!(answer.names.contains(&"job".to_owned()), "{answer:?}");
+        }
+        for answer in v {
+            let answer = answer.unwrap_or_else(|e| panic!("hang {hang}: {e}"));
+            assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+            assert_eq!(answer.values, ["1"]);
+        }
+    }
+    // An answer that came is the call's, its warning included: the other
+    // replica is not asked.
+    r0.script.labels_hang.store(false, Ordering::SeqCst);
+    r0.script.set(SeriesScript::Normal);
+    for r in [&r0, &r1] {
+        *r.script.label_warning.lock().unwrap() = Some("head is compacting".into());
+    }
+    let calls = || {
+        r0.script.label_calls.load(Ordering::SeqCst) + r1.script.label_calls.load(Ordering::SeqCst)
+    };
+    let before = calls();
+    let answers = futures::future::join_all((0..4).map(|_| values(&client))).await;
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.values.len(), 1, "one replica's: {:?}", answer.values);
+        assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+        assert!(
+            answer.warnings[0].starts_with("remote a (")
+                && answer.warnings[0].ends_with("head is compacting"),
+            "{}",
+            answer.warnings[0]
+        );
+    }
+    assert_eq!(calls() - before, 4, "one remote call per call");
+}
