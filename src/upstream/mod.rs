@@ -29,6 +29,7 @@ mod pool;
 mod remote;
 mod snappy;
 
+pub use crate::http2_window::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
 pub use breaker::{Breaker, Open};
 pub use connect::{ConnectError, DialFacts, DialRecorder};
 pub use endpoint::Endpoint;
@@ -36,6 +37,6 @@ pub use error::{RemoteError, RemoteErrorKind};
 pub use health::{Availability, CallFailure, EndpointState};
 pub use info::{Api, RemoteInfo};
 pub use poller::{InfoCallError, poll_info};
-pub use pool::{MAX_WINDOW, StreamLease, UNARY_HEADROOM, connection_window};
+pub use pool::StreamLease;
 pub use remote::{Remote, UpstreamError, Upstreams};
 pub use snappy::RemoteChannel;
