@@ -2,10 +2,11 @@
 //! `:authority`, keep-alive, its connection pool) as the remote's config
 //! says, and the limits and breaker its calls pass.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::pki_types::ServerName;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint as ChannelEndpoint;
@@ -40,8 +41,8 @@ pub struct Endpoint {
     pub(super) snappy: bool,
     /// Set while the remote asks for a client certificate we do not have.
     pub(super) unanswered_certificate_request: Arc<AtomicBool>,
-    pub(super) state: RwLock<Arc<EndpointState>>,
-    pub(super) last_failure: Mutex<Option<Arc<CallFailure>>>,
+    pub(super) state: ArcSwap<EndpointState>,
+    pub(super) last_failure: ArcSwapOption<CallFailure>,
     /// Largest message accepted from it.
     pub(super) max_message_bytes: usize,
     /// The remote's calls in progress (`max_concurrent_calls`), shared by
@@ -166,8 +167,8 @@ impl Endpoint {
             },
             snappy: config.compression == Compression::Snappy,
             unanswered_certificate_request,
-            state: RwLock::new(Arc::new(EndpointState::default())),
-            last_failure: Mutex::new(None),
+            state: ArcSwap::from_pointee(EndpointState::default()),
+            last_failure: ArcSwapOption::empty(),
             max_message_bytes: config.max_message_bytes,
             calls: remote.calls.clone(),
             max_concurrent_calls: config.max_concurrent_calls,

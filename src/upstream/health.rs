@@ -49,18 +49,11 @@ pub enum Availability {
 impl Endpoint {
     /// The current cached state.
     pub fn state(&self) -> Arc<EndpointState> {
-        match self.state.read() {
-            Ok(state) => state.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.state.load_full()
     }
 
     pub(super) fn set_state(&self, state: EndpointState) {
-        let state = Arc::new(state);
-        match self.state.write() {
-            Ok(mut slot) => *slot = state,
-            Err(poisoned) => *poisoned.into_inner() = state,
-        }
+        self.state.store(Arc::new(state));
     }
 
     /// Remembers a call that failed, timed out or was cut short.
@@ -70,18 +63,12 @@ impl Endpoint {
             method,
             error: error.kind.clone(),
         });
-        match self.last_failure.lock() {
-            Ok(mut slot) => *slot = Some(failure),
-            Err(poisoned) => *poisoned.into_inner() = Some(failure),
-        }
+        self.last_failure.store(Some(failure));
     }
 
     /// The last call that did not succeed, if any.
     pub fn last_failure(&self) -> Option<Arc<CallFailure>> {
-        match self.last_failure.lock() {
-            Ok(slot) => slot.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.last_failure.load_full()
     }
 
     /// The one health rule: whether the endpoint may be queried now, and if

@@ -2,8 +2,9 @@
 //! discovery publishes; and [`Upstreams`], every remote, the set a config
 //! reload swaps whole.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::{DialRecorder, Endpoint};
@@ -25,12 +26,12 @@ pub enum UpstreamError {
 pub struct Remote {
     pub name: Arc<str>,
     /// Replaced when only where its endpoints are found changes.
-    pub(super) config: RwLock<Arc<RemoteConfig>>,
+    pub(super) config: ArcSwap<RemoteConfig>,
     pub(super) client_tls: Option<ClientTls>,
     pub(super) dns: Dns,
     pub(super) families: RemoteFamilies,
     pub(super) streams_per_connection: usize,
-    endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Its calls in progress, when `max_concurrent_calls` limits them.
     pub(super) calls: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -83,12 +84,12 @@ impl Remote {
         );
         Self {
             name: config.name.as_str().into(),
-            config: RwLock::new(Arc::new(config.clone())),
+            config: ArcSwap::from_pointee(config.clone()),
             client_tls,
             dns: dns.clone(),
             families: families.clone(),
             streams_per_connection,
-            endpoints: RwLock::new(Arc::new(Vec::new())),
+            endpoints: ArcSwap::default(),
             calls: (config.max_concurrent_calls > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_calls))),
         }
@@ -97,21 +98,14 @@ impl Remote {
     /// The configuration it was built from, with the latest targets and
     /// file_sd files.
     pub fn config(&self) -> Arc<RemoteConfig> {
-        match self.config.read() {
-            Ok(config) => config.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.config.load_full()
     }
 
     /// Takes a config that differs from the one it was built from only in
     /// where its endpoints are found (`targets`, `file_sd`), which
     /// discovery follows.
     pub fn set_config(&self, config: &RemoteConfig) {
-        let config = Arc::new(config.clone());
-        match self.config.write() {
-            Ok(mut slot) => *slot = config,
-            Err(poisoned) => *poisoned.into_inner() = config,
-        }
+        self.config.store(Arc::new(config.clone()));
     }
 
     /// The client certificate it presents, if one is configured.
@@ -126,10 +120,7 @@ impl Remote {
 
     /// The current endpoints.
     pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
-        match self.endpoints.read() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.endpoints.load_full()
     }
 
     /// Replaces the endpoint set. Endpoints that stay keep their connection
@@ -179,11 +170,7 @@ impl Remote {
                 self.families.forget_endpoint(&self.name, &gone.address);
             }
         }
-        let next = Arc::new(next);
-        match self.endpoints.write() {
-            Ok(mut slot) => *slot = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        self.endpoints.store(Arc::new(next));
     }
 
     /// Follows discovery's endpoint sets until discovery stops. Endpoints
@@ -219,25 +206,18 @@ impl Remote {
 /// flight keep the endpoints they were started on.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    remotes: RwLock<Arc<Vec<Arc<Remote>>>>,
+    remotes: ArcSwap<Vec<Arc<Remote>>>,
 }
 
 impl Upstreams {
     /// The current remotes.
     pub fn remotes(&self) -> Arc<Vec<Arc<Remote>>> {
-        match self.remotes.read() {
-            Ok(remotes) => remotes.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.remotes.load_full()
     }
 
     /// Makes `remotes` the current set.
     pub fn replace(&self, remotes: Vec<Arc<Remote>>) {
-        let remotes = Arc::new(remotes);
-        match self.remotes.write() {
-            Ok(mut slot) => *slot = remotes,
-            Err(poisoned) => *poisoned.into_inner() = remotes,
-        }
+        self.remotes.store(Arc::new(remotes));
     }
 
     /// A snapshot of every endpoint of every remote.
