@@ -17,8 +17,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
 
+use crate::http2_window::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
 use crate::target::Target;
-use crate::upstream::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
 
 /// Top-level sections, the only names `FANOUT_*` variables may start with.
 const SECTIONS: &[&str] = &[

@@ -11,6 +11,8 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fanout;
+pub mod handshake;
+pub mod http2_window;
 pub mod labelset;
 pub mod listener;
 pub mod metrics;

@@ -333,7 +333,7 @@ impl RemoteFamilies {
         self.server_certificate_expiry.remove(&labels);
         self.breaker_open.remove(&labels);
         self.breaker_opened.remove(&labels);
-        for reason in crate::tls::HANDSHAKE_FAILURE_REASONS {
+        for reason in crate::handshake::HANDSHAKE_FAILURE_REASONS {
             self.handshake_failures.remove(&HandshakeFailureLabels {
                 remote: remote.to_owned(),
                 endpoint: endpoint.to_owned(),
@@ -438,7 +438,7 @@ pub struct TlsMetrics {
 
 impl TlsMetrics {
     /// Counts a failed handshake; `reason` is one of
-    /// [`crate::tls::HANDSHAKE_FAILURE_REASONS`].
+    /// [`crate::handshake::HANDSHAKE_FAILURE_REASONS`].
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures
             .get_or_create(&HandshakeFailureLabels {

@@ -4,9 +4,10 @@
 //! SERVFAIL, network), which callers treat very differently.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -40,7 +41,7 @@ pub struct Answer {
 /// Clones share it, so [`Dns::replace_with`] reconfigures every user at once.
 #[derive(Clone)]
 pub struct Dns {
-    resolver: Arc<RwLock<TokioResolver>>,
+    resolver: Arc<ArcSwap<TokioResolver>>,
 }
 
 impl std::fmt::Debug for Dns {
@@ -76,25 +77,18 @@ impl Dns {
         opts.negative_max_ttl = Some(negative_ttl);
         let resolver = builder.build().map_err(|e| format!("resolver: {e}"))?;
         Ok(Self {
-            resolver: Arc::new(RwLock::new(resolver)),
+            resolver: Arc::new(ArcSwap::from_pointee(resolver)),
         })
     }
 
     /// From now on, every clone of this resolver asks as `other` does (its
     /// name servers and settings). Lookups in progress finish as they were.
     pub fn replace_with(&self, other: &Dns) {
-        let resolver = other.resolver();
-        match self.resolver.write() {
-            Ok(mut slot) => *slot = resolver,
-            Err(poisoned) => *poisoned.into_inner() = resolver,
-        }
+        self.resolver.store(other.resolver());
     }
 
-    fn resolver(&self) -> TokioResolver {
-        match self.resolver.read() {
-            Ok(resolver) => resolver.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    fn resolver(&self) -> Arc<TokioResolver> {
+        self.resolver.load_full()
     }
 
     /// Addresses of `host` (A and AAAA, CNAMEs followed).

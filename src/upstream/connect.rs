@@ -288,7 +288,7 @@ impl TlsConn {
                         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                         .filter(|e| matches!(e, rustls::Error::AlertReceived(_)));
                     if let (Some(metrics), Some(alert)) = (&self.metrics, alert) {
-                        metrics.handshake_failed(tls::rustls_reason(alert));
+                        metrics.handshake_failed(crate::handshake::rustls_reason(alert));
                     }
                 }
                 Poll::Pending => {}

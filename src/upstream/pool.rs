@@ -11,7 +11,7 @@
 //!
 //! So every connection carries at most `streams_per_connection` Series
 //! streams, and its window is those streams' windows together plus
-//! [`UNARY_HEADROOM`]. However many of its streams stall, a stream that is
+//! [`UNARY_HEADROOM`] (arithmetic in [`crate::http2_window`]). However many of its streams stall, a stream that is
 //! being read, and every unary call (Info, label calls, always read at once),
 //! still gets data. When every connection is full, another one is opened;
 //! connections beyond the first close after [`IDLE_CLOSE`] without streams.
@@ -31,27 +31,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
 
 use super::connect::Connector;
-
-/// Connection window left for unary calls and streams being read when every
-/// Series stream on the connection is stalled.
-pub const UNARY_HEADROOM: u32 = 4 << 20;
-
-/// The largest HTTP/2 flow-control window (RFC 9113, 6.9.1).
-pub const MAX_WINDOW: u32 = i32::MAX as u32;
+use crate::http2_window::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
 
 /// How long an extra connection may sit without streams before it is closed.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
-
-/// The HTTP/2 connection window that keeps `streams` stalled streams of
-/// `stream_window` bytes each from starving the connection's other calls;
-/// `None` when it would exceed [`MAX_WINDOW`] (config validation rejects that).
-pub fn connection_window(stream_window: u32, streams: usize) -> Option<u32> {
-    u32::try_from(streams)
-        .ok()
-        .and_then(|streams| stream_window.checked_mul(streams))
-        .and_then(|stalled| stalled.checked_add(UNARY_HEADROOM))
-        .filter(|&window| window <= MAX_WINDOW)
-}
 
 /// The stream and connection windows for `per_connection` streams of (at
 /// most) `stream_window`: the invariant holds even for a config that skipped
@@ -313,29 +296,6 @@ mod tests {
                 assert!(window <= MAX_WINDOW);
             }
         }
-    }
-
-    #[test]
-    fn connection_window_is_the_streams_plus_headroom() {
-        assert_eq!(connection_window(2 << 20, 16), Some(36 << 20));
-        assert_eq!(connection_window(8 << 20, 16), Some(132 << 20));
-        assert_eq!(
-            connection_window(2 << 20, MAX_STREAMS_PER_CONNECTION),
-            Some(2004 << 20)
-        );
-    }
-
-    #[test]
-    fn connection_window_beyond_http2s_largest_is_none() {
-        // 255 streams of 8 MiB plus 4 MiB fit; 256 do not.
-        assert_eq!(connection_window(8 << 20, 255), Some((255 * 8 + 4) << 20));
-        assert_eq!(connection_window(8 << 20, 256), None);
-        assert_eq!(connection_window(u32::MAX, 2), None);
-        assert_eq!(
-            connection_window(MAX_WINDOW - UNARY_HEADROOM, 1),
-            Some(MAX_WINDOW)
-        );
-        assert_eq!(connection_window(MAX_WINDOW - UNARY_HEADROOM + 1, 1), None);
     }
 
     #[test]
