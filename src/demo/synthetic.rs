@@ -411,7 +411,7 @@ impl Info for SyntheticStore {
 
 /// Configures a generated server like a Thanos server: large messages, reads
 /// gzip and zstd and answers in kind (snappy is
-/// [`crate::server::SnappyRequests`]'s).
+/// [`crate::snappy::SnappyRequests`]'s).
 macro_rules! thanos_like {
     ($server:expr) => {
         $server
@@ -459,7 +459,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let router = Server::builder()
-        .layer(crate::server::SnappyRequests::new(crate::snappy::Limit {
+        .layer(crate::snappy::SnappyRequests::new(crate::snappy::Limit {
             bytes: MAX_MESSAGE_SIZE,
             key: "the remote's message size limit",
         }))

@@ -4,7 +4,6 @@
 //! plaintext (h2c).
 
 mod apis;
-mod compression;
 mod info;
 mod observed;
 mod store;
@@ -21,7 +20,6 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 
 pub use apis::ApiService;
-pub use compression::SnappyRequests;
 pub use info::InfoService;
 pub use store::StoreService;
 
@@ -35,6 +33,7 @@ use crate::proto::thanos::metadata_server::MetadataServer;
 use crate::proto::thanos::rules_server::RulesServer;
 use crate::proto::thanos::status_server::StatusServer;
 use crate::proto::thanos::targets_server::TargetsServer;
+use crate::snappy::{self, SnappyRequests};
 use crate::telemetry::TraceHeaders;
 
 /// Longest status message we send. It travels in an HTTP/2 trailer, and
@@ -200,7 +199,7 @@ pub async fn serve(
         .http2_max_header_list_size(limits.max_header_list_bytes)
         .http2_keepalive_interval(limits.keepalive_interval)
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .layer(compression::SnappyRequests::new(crate::snappy::Limit {
+        .layer(SnappyRequests::new(snappy::Limit {
             bytes: max_message,
             key: "grpc.max_message_bytes",
         }))

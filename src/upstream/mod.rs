@@ -14,7 +14,6 @@
 //! - `breaker.rs`: the circuit breaker that skips a failing endpoint.
 //! - `connect.rs`: dialling: DNS, TCP, the TLS handshake, recorded facts.
 //! - `pool.rs`: the HTTP/2 connections to one endpoint and their windows.
-//! - `snappy.rs`: [`RemoteChannel`], Thanos's snappy encoding on a channel.
 
 mod breaker;
 mod classify;
@@ -27,9 +26,9 @@ mod info;
 mod poller;
 mod pool;
 mod remote;
-mod snappy;
 
 pub use crate::http2_window::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
+pub use crate::snappy::RemoteChannel;
 pub use breaker::{Breaker, Open};
 pub use connect::{ConnectError, DialFacts, DialRecorder};
 pub use endpoint::Endpoint;
@@ -39,4 +38,3 @@ pub use info::{Api, RemoteInfo};
 pub use poller::{InfoCallError, poll_info};
 pub use pool::StreamLease;
 pub use remote::{Remote, UpstreamError, Upstreams};
-pub use snappy::RemoteChannel;

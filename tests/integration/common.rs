@@ -481,7 +481,7 @@ async fn serve_fake(
     // Served like the demo's remotes, which answer like Thanos servers.
     let router = tonic::transport::Server::builder()
         .layer(record)
-        .layer(thanos_fanout::server::SnappyRequests::new(
+        .layer(thanos_fanout::snappy::SnappyRequests::new(
             thanos_fanout::snappy::Limit {
                 bytes: thanos_fanout::proto::MAX_MESSAGE_SIZE,
                 key: "the fake remote's message size limit",

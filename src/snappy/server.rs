@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::snappy::{self, Decompressing, Limit};
+use super::{self as snappy, Decompressing, Limit};
 
 /// Decompresses `grpc-encoding: snappy` requests, refusing a message over
 /// `limit` with `ResourceExhausted` as soon as it shows.

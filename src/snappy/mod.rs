@@ -6,11 +6,21 @@
 //! ([`Decompressing`]), bounded by a message size limit before anything is
 //! buffered.
 //!
+//! The two ends that use it live beside it: [`SnappyRequests`] (`server.rs`)
+//! hands the querier's snappy requests to tonic decompressed, and
+//! [`RemoteChannel`] (`client.rs`) speaks snappy to a remote configured for it.
+//!
 //! What [`Decompressing`] holds at once, per body: one compressed snappy
 //! chunk (at most 76 KiB), one message inflated so far (at most the
 //! limit), and what one received data frame brought. A message announced
 //! larger than the limit is refused from its 5-byte header; one that
 //! inflates past it, as soon as it does, without waiting for the rest.
+
+mod client;
+mod server;
+
+pub use client::RemoteChannel;
+pub use server::SnappyRequests;
 
 use std::io::{Read, Write};
 use std::pin::Pin;

@@ -14,7 +14,7 @@ use tonic::codegen::StdError;
 use tonic::transport::Channel;
 use tower::Service;
 
-use crate::snappy::{self, Decompressing, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, Limit, SNAPPY};
+use super::{self as snappy, Decompressing, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, Limit, SNAPPY};
 
 /// The key that bounds a remote's answer messages, named in refusals.
 const LIMIT_KEY: &str = "remotes[].max_message_bytes";
