@@ -1,6 +1,7 @@
 //! Command line, in Thanos style: `thanos-fanout [flags]` runs the service,
 //! `thanos-fanout check` checks every remote endpoint and exits,
-//! `thanos-fanout demo` runs it in front of three synthetic remotes.
+//! `thanos-fanout demo` runs it in front of three synthetic remotes (only in
+//! a binary built with the `demo` feature; the container image's is not).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,7 @@ enum Command {
         output: crate::check::Output,
     },
     /// Run in front of three synthetic remote clusters over mutual TLS.
+    #[cfg(feature = "demo")]
     Demo {
         /// Run the self-check query, print it and exit.
         #[arg(long)]
@@ -71,6 +73,7 @@ impl Cli {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut overrides = cli.overrides();
+    #[cfg(feature = "demo")]
     if matches!(cli.command, Some(Command::Demo { .. })) {
         // The demo is for one machine: stay on loopback unless told otherwise.
         overrides
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
             telemetry.shutdown();
             return code;
         }
+        #[cfg(feature = "demo")]
         Some(Command::Demo { once }) => runtime
             .block_on(crate::demo::run(config, once))
             .map_err(|e| e.to_string()),
