@@ -13,10 +13,12 @@ WORKDIR /src
 COPY . .
 # The registry and target directories are BuildKit caches, so a rebuild after a
 # source change does not compile every dependency again. The binary is copied
-# out of the cache mount so the next stage can take it.
+# out of the cache mount so the next stage can take it. Without default
+# features it carries no demo (synthetic remotes, certificate minting): the
+# image only serves.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin thanos-fanout \
+    cargo build --release --locked --no-default-features --bin thanos-fanout \
     && cp target/release/thanos-fanout /thanos-fanout
 
 # Runtime: glibc and libgcc only (rustls, no OpenSSL), no shell, runs as the

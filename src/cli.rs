@@ -1,6 +1,7 @@
 //! Command line, in Thanos style: `thanos-fanout [flags]` runs the service,
 //! `thanos-fanout check` checks every remote endpoint and exits,
-//! `thanos-fanout demo` runs it in front of three synthetic remotes.
+//! `thanos-fanout demo` runs it in front of three synthetic remotes (only in
+//! a binary built with the `demo` feature; the container image's is not).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,7 @@ enum Command {
         output: crate::check::Output,
     },
     /// Run in front of three synthetic remote clusters over mutual TLS.
+    #[cfg(feature = "demo")]
     Demo {
         /// Run the self-check query, print it and exit.
         #[arg(long)]
@@ -69,8 +71,24 @@ impl Cli {
 
 /// Parses the command line and runs; the exit code tells how it went.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // The container image's binary is built without the demo: say so,
+            // rather than leave the README's `demo` looking like a typo.
+            #[cfg(not(feature = "demo"))]
+            if asks_for_the_missing_demo(&e) {
+                eprintln!(
+                    "thanos-fanout: this binary was built without the demo (cargo feature `demo`, \
+                     on by default); `cargo run --release -- demo` in the source tree runs it"
+                );
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     let mut overrides = cli.overrides();
+    #[cfg(feature = "demo")]
     if matches!(cli.command, Some(Command::Demo { .. })) {
         // The demo is for one machine: stay on loopback unless told otherwise.
         overrides
@@ -130,6 +148,7 @@ pub fn main() -> ExitCode {
             telemetry.shutdown();
             return code;
         }
+        #[cfg(feature = "demo")]
         Some(Command::Demo { once }) => runtime
             .block_on(crate::demo::run(config, once))
             .map_err(|e| e.to_string()),
@@ -155,6 +174,17 @@ pub fn main() -> ExitCode {
     code
 }
 
+/// Whether the command line failed to parse only because it asks for `demo`
+/// of a binary built without it.
+#[cfg(not(feature = "demo"))]
+fn asks_for_the_missing_demo(e: &clap::Error) -> bool {
+    use clap::error::{ContextKind, ContextValue};
+    matches!(
+        e.get(ContextKind::InvalidSubcommand),
+        Some(ContextValue::String(command)) if command == "demo"
+    )
+}
+
 /// `thanos-fanout check`: prints the report; exit code 1 if any endpoint failed.
 fn check(
     runtime: &tokio::runtime::Runtime,
@@ -171,5 +201,34 @@ fn check(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_is_a_subcommand_only_when_built_with_it() {
+        let parsed = Cli::try_parse_from(["thanos-fanout", "--config", "f.yaml", "demo", "--once"]);
+        #[cfg(feature = "demo")]
+        assert!(
+            matches!(
+                parsed,
+                Ok(Cli {
+                    command: Some(Command::Demo { once: true }),
+                    ..
+                })
+            ),
+            "{parsed:?}"
+        );
+        #[cfg(not(feature = "demo"))]
+        {
+            assert!(asks_for_the_missing_demo(&parsed.expect_err("no demo")));
+            let typo = Cli::try_parse_from(["thanos-fanout", "dmo"]).expect_err("no such command");
+            assert!(!asks_for_the_missing_demo(&typo));
+            let help = Cli::try_parse_from(["thanos-fanout", "--help"]).expect_err("help");
+            assert!(!asks_for_the_missing_demo(&help));
+        }
     }
 }

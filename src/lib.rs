@@ -8,6 +8,9 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+// Unit tests mint certificates with the demo's authority even when the
+// binary is built without the demo.
+#[cfg(any(test, feature = "demo"))]
 pub mod demo;
 pub mod discovery;
 pub mod fanout;
