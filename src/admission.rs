@@ -12,7 +12,7 @@
 //!
 //! Every limit, its key, its default (0: no limit) and what the caller sees
 //! when it is reached; README's Limits section carries the same table, and a
-//! test keeps the two and [`LIMITS`] equal:
+//! test keeps the two and `LIMITS` (the same rows as data) equal:
 //!
 //! | key | default | when reached, the caller sees |
 //! | --- | --- | --- |
@@ -53,6 +53,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::LimitsConfig;
 use crate::upstream::{Endpoint, RemoteError, RemoteErrorKind};
 
+#[cfg(test)]
 /// One limit: its config key, its default as the README writes it, and what
 /// the caller sees when it is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,7 @@ pub struct Limit {
     pub reached: &'static str,
 }
 
+#[cfg(test)]
 const fn limit(key: &'static str, default: &'static str, reached: &'static str) -> Limit {
     Limit {
         key,
@@ -71,7 +73,8 @@ const fn limit(key: &'static str, default: &'static str, reached: &'static str) 
 }
 
 /// The table of the module doc, as data.
-pub const LIMITS: &[Limit] = &[
+#[cfg(test)]
+const LIMITS: &[Limit] = &[
     limit(
         "limits.concurrent_series_calls",
         "1024",

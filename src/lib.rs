@@ -2,8 +2,8 @@
 //! StoreAPI servers (sidecars, store gateways) reached over per-remote mutual
 //! TLS, merging their answers the way a Thanos querier would.
 
-pub mod admin;
-pub mod admission;
+pub(crate) mod admin;
+pub(crate) mod admission;
 pub mod app;
 pub mod check;
 pub mod cli;
@@ -14,20 +14,20 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fanout;
-pub mod handshake;
-pub mod http2_window;
+pub(crate) mod handshake;
+pub(crate) mod http2_window;
 pub mod labelset;
-pub mod listener;
-pub mod metrics;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod proto;
-pub mod readiness;
-pub mod reload;
-pub mod remotes;
-pub mod server;
+pub(crate) mod readiness;
+pub(crate) mod reload;
+pub(crate) mod remotes;
+pub(crate) mod server;
 pub mod snappy;
-pub mod status;
-pub mod target;
-pub mod telemetry;
+pub(crate) mod status;
+pub(crate) mod target;
+pub(crate) mod telemetry;
 pub(crate) mod timefmt;
 pub mod tls;
 pub mod upstream;

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
-pub use accept::{Acceptor, Closable, Closer, closable};
+pub use accept::{Acceptor, closable};
 
 use crate::config::ListenerTls;
 use crate::tls::{ALPN_H2, TlsError, install_crypto_provider, load_certs, load_key, root_store};

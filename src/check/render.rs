@@ -31,7 +31,7 @@ pub fn human(report: &Report) -> String {
     out
 }
 
-/// The report for scripts: one JSON object (field names in the README).
+/// The report for scripts: one JSON object (field names in docs/check.md).
 pub fn json(report: &Report) -> String {
     serde_json::to_string_pretty(report)
         .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))

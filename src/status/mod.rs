@@ -24,11 +24,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 pub use cert::{CertificateStatus, Validity};
-pub use model::{
-    CallCounts, Calls, EndpointHealth, EndpointStatus, ErrorSource, FailedCall, Health, InfoStatus,
-    LastError, MethodStatus, Moment, RemoteStatus, Settings, Snapshot, Summary, TimeRange,
-    TlsStatus,
-};
+pub use model::{Settings, Snapshot};
 
 use crate::readiness::Phase;
 use crate::upstream::Upstreams;
