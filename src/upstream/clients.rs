@@ -5,7 +5,7 @@
 
 use tonic::transport::Channel;
 
-use super::{Endpoint, RemoteChannel, StreamLease};
+use super::{Endpoint, StreamLease};
 use crate::proto::MAX_MESSAGE_SIZE;
 use crate::proto::relay::store_client::StoreClient as RelayStoreClient;
 use crate::proto::thanos::exemplars_client::ExemplarsClient;
@@ -15,6 +15,7 @@ use crate::proto::thanos::rules_client::RulesClient;
 use crate::proto::thanos::status_client::StatusClient;
 use crate::proto::thanos::store_client::StoreClient;
 use crate::proto::thanos::targets_client::TargetsClient;
+use crate::snappy::RemoteChannel;
 
 /// A generated client with our message limits and the remote's compression.
 macro_rules! client {

@@ -36,7 +36,7 @@ pub struct Endpoint {
     /// Whether this endpoint is one of interchangeable replicas.
     pub mode: RemoteMode,
     pub(super) pool: Pool,
-    /// tonic's own encodings; snappy is [`super::RemoteChannel`]'s.
+    /// tonic's own encodings; snappy is [`crate::snappy::RemoteChannel`]'s.
     pub(super) compression: Option<CompressionEncoding>,
     pub(super) snappy: bool,
     /// Set while the remote asks for a client certificate we do not have.

@@ -27,8 +27,6 @@ mod poller;
 mod pool;
 mod remote;
 
-pub use crate::http2_window::{MAX_WINDOW, UNARY_HEADROOM, connection_window};
-pub use crate::snappy::RemoteChannel;
 pub use breaker::{Breaker, Open};
 pub use connect::{ConnectError, DialFacts, DialRecorder};
 pub use endpoint::Endpoint;

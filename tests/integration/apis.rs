@@ -1231,10 +1231,9 @@ async fn concurrent_large_answers_and_a_slow_reader() {
     assert_eq!(read, 2 * GROUPS);
 }
 
-/// `mode: any`: an HA pair of sidecars is asked through one of them, and a
-/// sidecar failing before its first frame hands the call to the other.
-#[tokio::test]
-async fn a_replica_pair_in_any_mode_answers_once_and_hands_over() {
+/// Two replicas of cluster `a`: two rule groups and `requests_total`
+/// exemplars each, told apart by their `replica` label.
+async fn replica_pair() -> (SidecarHandle, SidecarHandle) {
     let s0 = start_sidecar(
         &[("cluster", "a"), ("replica", "0")],
         2,
@@ -1247,6 +1246,14 @@ async fn a_replica_pair_in_any_mode_answers_once_and_hands_over() {
         &["requests_total"],
     )
     .await;
+    (s0, s1)
+}
+
+/// `mode: any`: an HA pair of sidecars is asked through one of them, and a
+/// sidecar failing before its first frame hands the call to the other.
+#[tokio::test]
+async fn a_replica_pair_in_any_mode_answers_once_and_hands_over() {
+    let (s0, s1) = replica_pair().await;
     let running = start_fanout(config(vec![RemoteConfig {
         targets: vec![s0.addr.to_string(), s1.addr.to_string()],
         mode: thanos_fanout::config::RemoteMode::Any,
@@ -1315,18 +1322,7 @@ async fn a_down_replica_in_any_mode_is_silent_while_another_answers() {
 
 #[tokio::test]
 async fn streamed_calls_fall_back_before_the_first_frame_and_never_after() {
-    let s0 = start_sidecar(
-        &[("cluster", "a"), ("replica", "0")],
-        2,
-        &["requests_total"],
-    )
-    .await;
-    let s1 = start_sidecar(
-        &[("cluster", "a"), ("replica", "1")],
-        2,
-        &["requests_total"],
-    )
-    .await;
+    let (s0, s1) = replica_pair().await;
     let running = start_fanout(config(vec![RemoteConfig {
         targets: vec![s0.addr.to_string(), s1.addr.to_string()],
         mode: thanos_fanout::config::RemoteMode::Any,
