@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::Outcome;
+use crate::timefmt::seconds;
 
 /// A failed (or skipped) call to one endpoint of a remote.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,7 +83,7 @@ pub enum RemoteErrorKind {
     /// `received` items (series, rule groups, ...) named `unit`.
     #[error(
         "sent nothing for {} (its timeout) after {received} {unit}; the rest of its answer is missing",
-        secs(*.timeout)
+        seconds(*.timeout)
     )]
     NoProgress {
         timeout: Duration,
@@ -90,10 +91,10 @@ pub enum RemoteErrorKind {
         unit: &'static str,
     },
     /// A unary call got no answer in time.
-    #[error("no answer within {}", secs(*.0))]
+    #[error("no answer within {}", seconds(*.0))]
     NoAnswer(Duration),
     /// The caller's deadline passed while the remote was still sending.
-    #[error("the caller's deadline passed after {} and {received} {unit}", secs(*.elapsed))]
+    #[error("the caller's deadline passed after {} and {received} {unit}", seconds(*.elapsed))]
     CallerDeadline {
         elapsed: Duration,
         received: u64,
@@ -166,11 +167,6 @@ fn replicas(errors: &[RemoteError]) -> String {
         .map(|e| format!("{}: {}", e.endpoint, e.kind))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// Durations in messages.
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }
 
 #[cfg(test)]
