@@ -1285,32 +1285,72 @@ func poll(ctx context.Context, f func() (bool, error)) error {
 	}
 }
 
-// portSet hands out distinct free TCP ports on 127.0.0.1.
+// portSet hands out distinct free TCP ports on 127.0.0.1 for the processes
+// of the topology to bind. They are taken below the kernel's ephemeral range:
+// a port from that range, free when looked at, can be the source port of any
+// outgoing connection (a scrape, a dial) by the time its process binds it,
+// which failed a setup with "address already in use".
 type portSet struct {
 	mu   sync.Mutex
 	used map[int]bool
+	next int
+	low  int // the ephemeral range's first port; ours stay below
 }
 
-func newPortSet() *portSet { return &portSet{used: map[int]bool{}} }
+// firstListenPort is where handed-out ports start: above the well-known and
+// most registered services' ports.
+const firstListenPort = 20000
 
-// addr returns "127.0.0.1:PORT" with a port that was free a moment ago and
-// was not handed out before.
-func (s *portSet) addr() string {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(fmt.Sprintf("interop: no free port: %v", err))
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		s.mu.Lock()
-		fresh := !s.used[port]
-		s.used[port] = true
-		s.mu.Unlock()
-		if fresh {
-			return fmt.Sprintf("127.0.0.1:%d", port)
-		}
+func newPortSet() *portSet {
+	low := ephemeralLow()
+	// Start somewhere in our range so that suites running at once on one
+	// machine rarely probe the same ports.
+	start := firstListenPort + int(time.Now().UnixNano()%int64(low-firstListenPort))
+	return &portSet{used: map[int]bool{}, next: start, low: low}
+}
+
+// ephemeralLow reads the first port of the kernel's ephemeral range
+// (Linux's default 32768 when it cannot be read).
+func ephemeralLow() int {
+	const fallback = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return fallback
 	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return fallback
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil || low <= firstListenPort+1000 {
+		return fallback
+	}
+	return low
+}
+
+// addr returns "127.0.0.1:PORT" with a port below the ephemeral range that
+// was free a moment ago and was not handed out before.
+func (s *portSet) addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range s.low - firstListenPort {
+		port := s.next
+		s.next++
+		if s.next >= s.low {
+			s.next = firstListenPort
+		}
+		if s.used[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		s.used[port] = true
+		return fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	panic(fmt.Sprintf("interop: no free port in %d-%d", firstListenPort, s.low-1))
 }
 
 func writeFile(path, content string) error {
