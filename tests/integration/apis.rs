@@ -1231,6 +1231,27 @@ async fn concurrent_large_answers_and_a_slow_reader() {
     assert_eq!(read, 2 * GROUPS);
 }
 
+/// Rules and exemplars from cluster `a` under ABORT, twice (each replica's
+/// turn): whole, without a warning; the exemplars' `replica` label.
+async fn answered_whole(running: &Running) -> Vec<String> {
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let got = rules(running, PartialResponseStrategy::Abort)
+            .await
+            .unwrap();
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(got.items.len(), 2);
+        let got = exemplars(running, r#"requests_total{cluster="a"}"#)
+            .await
+            .unwrap();
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(got.items.len(), 1);
+        let labels = &got.items[0].series_labels.as_ref().unwrap().labels;
+        replicas.push(value(labels, "replica").to_string());
+    }
+    replicas
+}
+
 /// Two replicas of cluster `a`: two rule groups and `requests_total`
 /// exemplars each, told apart by their `replica` label.
 async fn replica_pair() -> (SidecarHandle, SidecarHandle) {
@@ -1270,20 +1291,7 @@ async fn a_replica_pair_in_any_mode_answers_once_and_hands_over() {
     assert_eq!((calls(&s0), calls(&s1)), (1, 1), "they take turns");
 
     *s0.script.reply.lock().unwrap() = Reply::Fail(tonic::Code::Unavailable, "restarting".into());
-    for _ in 0..2 {
-        let got = rules(&running, PartialResponseStrategy::Abort)
-            .await
-            .unwrap();
-        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
-        assert_eq!(got.items.len(), 2);
-        let got = exemplars(&running, r#"requests_total{cluster="a"}"#)
-            .await
-            .unwrap();
-        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
-        assert_eq!(got.items.len(), 1);
-        let labels = &got.items[0].series_labels.as_ref().unwrap().labels;
-        assert_eq!(value(labels, "replica"), "1");
-    }
+    assert_eq!(answered_whole(&running).await, ["1", "1"]);
 }
 
 #[tokio::test]
@@ -1306,18 +1314,7 @@ async fn a_down_replica_in_any_mode_is_silent_while_another_answers() {
     }]))
     .await;
     // Both replicas' turns, each API, under ABORT: answered by the live one.
-    for _ in 0..2 {
-        let got = rules(&running, PartialResponseStrategy::Abort)
-            .await
-            .unwrap();
-        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
-        assert_eq!(got.items.len(), 2);
-        let got = exemplars(&running, r#"requests_total{cluster="a"}"#)
-            .await
-            .unwrap();
-        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
-        assert_eq!(got.items.len(), 1);
-    }
+    assert_eq!(answered_whole(&running).await, ["0", "0"]);
 }
 
 #[tokio::test]

@@ -73,6 +73,27 @@ fn up() -> thanos_fanout::proto::thanos::SeriesRequest {
     request(vec![eq("__name__", "up")])
 }
 
+/// The values of `replica` over all time.
+fn replica_values(strategy: PartialResponseStrategy) -> LabelValuesRequest {
+    LabelValuesRequest {
+        label: "replica".into(),
+        start: i64::MIN,
+        end: i64::MAX,
+        partial_response_strategy: strategy as i32,
+        ..Default::default()
+    }
+}
+
+/// Every label name over all time.
+fn all_names(strategy: PartialResponseStrategy) -> LabelNamesRequest {
+    LabelNamesRequest {
+        start: i64::MIN,
+        end: i64::MAX,
+        partial_response_strategy: strategy as i32,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn one_replica_answers_and_they_take_turns() {
     let (r0, r1, running) = ha_pair(RemoteMode::Any).await;
@@ -182,12 +203,7 @@ async fn label_calls_hand_over_too() {
         .set(SeriesScript::Fail(tonic::Code::Unavailable, "down".into()));
     for _ in 0..2 {
         let values = client
-            .label_values(LabelValuesRequest {
-                label: "replica".into(),
-                start: i64::MIN,
-                end: i64::MAX,
-                ..Default::default()
-            })
+            .label_values(replica_values(PartialResponseStrategy::Warn))
             .await
             .unwrap()
             .into_inner();
@@ -225,19 +241,8 @@ async fn a_down_replica_is_silent_while_another_answers() {
             let mut values_client = client.clone();
             let (series, names, values) = tokio::join!(
                 call_series(&mut client, req),
-                names_client.label_names(LabelNamesRequest {
-                    start: i64::MIN,
-                    end: i64::MAX,
-                    partial_response_strategy: strategy as i32,
-                    ..Default::default()
-                }),
-                values_client.label_values(LabelValuesRequest {
-                    label: "replica".into(),
-                    start: i64::MIN,
-                    end: i64::MAX,
-                    partial_response_strategy: strategy as i32,
-                    ..Default::default()
-                }),
+                names_client.label_names(all_names(strategy)),
+                values_client.label_values(replica_values(strategy)),
             );
             let series = series.unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
             assert!(
@@ -296,12 +301,7 @@ async fn a_down_replica_is_silent_while_another_answers() {
         assert!(error.message().contains(&replica.to_string()), "{error}");
     }
     let values = client
-        .label_values(LabelValuesRequest {
-            label: "replica".into(),
-            start: i64::MIN,
-            end: i64::MAX,
-            ..Default::default()
-        })
+        .label_values(replica_values(PartialResponseStrategy::Warn))
         .await
         .unwrap()
         .into_inner();
@@ -434,12 +434,7 @@ async fn label_calls_fall_back_before_their_answer_and_never_after() {
         let mut client = client.clone();
         async move {
             client
-                .label_names(LabelNamesRequest {
-                    start: i64::MIN,
-                    end: i64::MAX,
-                    partial_response_strategy: PartialResponseStrategy::Abort as i32,
-                    ..Default::default()
-                })
+                .label_names(all_names(PartialResponseStrategy::Abort))
                 .await
                 .map(|r| r.into_inner())
         }
@@ -448,13 +443,7 @@ async fn label_calls_fall_back_before_their_answer_and_never_after() {
         let mut client = client.clone();
         async move {
             client
-                .label_values(LabelValuesRequest {
-                    label: "replica".into(),
-                    start: i64::MIN,
-                    end: i64::MAX,
-                    partial_response_strategy: PartialResponseStrategy::Abort as i32,
-                    ..Default::default()
-                })
+                .label_values(replica_values(PartialResponseStrategy::Abort))
                 .await
                 .map(|r| r.into_inner())
         }
